@@ -1,0 +1,86 @@
+"""longrecipe-report: tables from hand-made results.json folders, exact cells, "—" for missing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from longrecipe.reporting import collect_results, main_table, perplexity_table, stage_table
+from longrecipe.reporting.tables import niah_m_score, to_markdown
+
+
+def _write(folder, records, meta=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(records))
+    if meta is not None:
+        (folder / "run_meta.json").write_text(json.dumps(meta))
+
+
+def _rec(task, score, length=1024, group="ruler", metric="string_match", **kw):
+    return {"task": task, "length": length, "score": score, "n": 10, "metric": metric, "model": "m",
+            "run_id": "r", "group": group, **kw}
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    niah = [_rec("niah_multikey_1", 60.0), _rec("niah_multikey_2", 40.0), _rec("niah_multikey_3", 20.0),
+            _rec("niah_multivalue", 70.0), _rec("niah_multiquery", 100.0)]
+    # LongRecipe, two lengths: NIAH(M) at 1024 = mean(40, 70, 100) = 70; at 2048 only multikey -> NaN part
+    _write(tmp_path / "lr", niah + [_rec("mmlu", 55.0, length=None, group="general", metric="acc")],
+           {"model_name": "tiny", "method": "longrecipe", "target_length": 1024, "stage": "merge", "seed": 0})
+    _write(tmp_path / "lr" / "replay_eval", [_rec("mmlu", 50.0, length=None, group="general", metric="acc")],
+           {"stage": "replay"})
+    _write(tmp_path / "pose", [_rec("niah_m", 30.0), _rec("niah_m", 50.0, length=2048),
+                               _rec("ppl", 12.5, length=256, group="ppl", metric="ppl"),
+                               _rec("ppl", 20.0, length=1024, group="ppl", metric="ppl")],
+           {"model_name": "tiny", "method": "pose", "target_length": 1024, "seed": 0})
+    return tmp_path
+
+
+def test_collect_merges_run_meta_nearest_wins(runs):
+    frame = collect_results([runs])
+    replay = frame[frame["source"].str.contains("replay_eval")]
+    assert list(replay["stage"]) == ["replay"] and list(replay["method"]) == ["longrecipe"]
+
+
+def test_main_table_exact_cells_and_dashes(runs):
+    table = main_table(collect_results([runs])).set_index("method")
+    assert table.loc["longrecipe", "NIAH(M)"] == pytest.approx(70.0)  # mean(mean(60,40,20), 70, 100)
+    assert table.loc["pose", "NIAH(M)"] == pytest.approx(40.0)  # mean over lengths of niah_m records
+    assert table.loc["longrecipe", "MMLU"] == pytest.approx(55.0)  # merge stage only
+    assert math.isnan(table.loc["pose", "MMLU"])
+    md = to_markdown(table.reset_index())
+    assert "—" in md and "70.0" in md
+
+
+def test_niah_m_missing_part_is_not_invented(runs):
+    frame = collect_results([runs])
+    partial = frame[(frame["task"] == "niah_multikey_1")]
+    assert math.isnan(niah_m_score(partial))
+
+
+def test_stage_and_perplexity_tables(runs):
+    frame = collect_results([runs])
+    stages = stage_table(frame).set_index(["method", "stage"])
+    assert stages.loc[("longrecipe", "replay"), "MMLU"] == pytest.approx(50.0)
+    ppl = perplexity_table(frame)
+    assert list(ppl.columns[-2:]) == ["ppl@256", "ppl@1024"] and ppl["ppl@1024"].iloc[0] == pytest.approx(20.0)
+
+
+def test_report_cli_writes_markdown_csv_png(runs, tmp_path):
+    from longrecipe.cli.report import run_report
+    from longrecipe.config import compose
+
+    cfg = compose("report", [f"runs=[{runs}]", f"output_dir={tmp_path / 'out'}"])
+    result = run_report(cfg)
+    out = tmp_path / "out"
+    assert (out / "report.md").is_file() and (out / "table1_main.csv").is_file()
+    assert (out / "perplexity.png").stat().st_size > 1000
+    assert "Table 1" in result["markdown"]
+
+
+def test_report_rejects_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="report.runs"):
+        collect_results([tmp_path / "nope"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,17 @@ def test_report_cli_writes_markdown_csv_png(runs, tmp_path):
 def test_report_rejects_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="report.runs"):
         collect_results([tmp_path / "nope"])
+
+
+def test_paper_tables_notebook_executes(runs, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "paper_tables.ipynb", as_version=4)
+    monkeypatch.setenv("LONGRECIPE_RUNS", str(runs))
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    outputs = "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
+        for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
+    )
+    assert "Table 1" in outputs and "70.0" in outputs

@@ -1,0 +1,1 @@
+"""Thin ``@hydra.main`` entry points; the logic lives in the library."""

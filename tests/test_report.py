@@ -99,3 +99,21 @@ def test_paper_tables_notebook_executes(runs, monkeypatch):
         for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
     )
     assert "Table 1" in outputs and "70.0" in outputs
+
+
+def test_report_draws_fig3_and_fig4_from_tool_outputs(runs, tmp_path):
+    from longrecipe.reporting.report import build_report, load_pos_profile, load_position_stats
+
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"results": [
+        {"scheme": s, "target_length": t, "avg_distance": d, "avg_segment_length": g}
+        for s, t, d, g in [("pose", 81920, 20000.0, 12000.0), ("longrecipe", 81920, 27000.0, 60.0)]]}))
+    analysis = tmp_path / "analysis.json"
+    analysis.write_text(json.dumps({"buckets": [
+        {"start": 0, "end": 64, "pos_frequency": {"NUM": 0.4, "PRON": 0.15, "SPACE": 0.1}},
+        {"start": 64, "end": 128, "pos_frequency": {"NUM": 0.38, "PRON": 0.16}}]}))
+    profile = load_pos_profile([analysis])
+    assert sorted(profile["pos"].unique()) == ["NUM", "PRON"] and len(profile) == 4
+    assert list(load_position_stats([stats])["scheme"]) == ["pose", "longrecipe"]
+    out = build_report([runs], tmp_path / "rep", position_stats=[stats], analyses=[analysis])
+    assert {"fig3_positions_png", "fig4_pos_profile_png"} <= set(out["paths"])

@@ -37,16 +37,19 @@ def load_position_stats(paths: Sequence[str | Path]) -> pd.DataFrame:
     rows: list[dict] = []
     for p in map(Path, paths):
         data = json.loads(p.read_text(encoding="utf-8"))
-        rows.extend(data["records"] if isinstance(data, dict) else data)
+        rows.extend(data["results"] if isinstance(data, dict) else data)
     return pd.DataFrame(rows)
 
 
 def load_pos_profile(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """``pos_profile`` records (bucket, pos, frequency) of ``longrecipe-analyze``'s ``analysis.json``."""
+    """(bucket, pos, frequency) rows from the position buckets of ``longrecipe-analyze``'s ``analysis.json``."""
     rows: list[dict] = []
     for p in map(Path, paths):
         data = json.loads(p.read_text(encoding="utf-8"))
-        rows.extend(data.get("pos_profile", []))
+        for bucket in data.get("buckets", []):
+            for pos, freq in bucket.get("pos_frequency", {}).items():
+                if pos != "SPACE":
+                    rows.append({"bucket": bucket["start"], "pos": pos, "frequency": float(freq)})
     return pd.DataFrame(rows)
 
 

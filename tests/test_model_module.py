@@ -105,6 +105,10 @@ def test_model_inputs_fills_mask_and_positions_and_filters_keys():
     assert set(out) == {"input_ids", "attention_mask", "position_ids", "cu_seq_lens_q"}
     mask4d = torch.zeros(1, 1, 3, 3)
     assert model_inputs({"input_ids": ids, "attention_mask": mask4d})["attention_mask"] is mask4d
+    # packed replay for flash-attn (cu_seqlens, no mask): no all-ones mask that would join the documents
+    packed = model_inputs({"input_ids": ids, "position_ids": torch.tensor([[0, 1, 0]]),
+                           "cu_seqlens": torch.tensor([0, 2, 3], dtype=torch.int32)})
+    assert packed["attention_mask"] is None and "cu_seqlens" not in packed
     with pytest.raises(ValueError, match=r"batch\['position_ids'\] must match input_ids"):
         model_inputs({"input_ids": ids, "position_ids": torch.tensor([[0, 1]])})
     with pytest.raises(ValueError, match="batch must contain input_ids"):

@@ -58,7 +58,12 @@ def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"batch['input_ids'] must be [batch, seq], got shape {tuple(ids.shape)}")
     out: dict[str, Any] = {"input_ids": ids}
     mask = batch.get("attention_mask")
-    out["attention_mask"] = torch.ones_like(ids) if mask is None else mask
+    if mask is None and "cu_seqlens" in batch:
+        # packed replay for flash-attn: no mask at all; transformers' varlen path isolates the documents
+        # from the restarting position_ids (an all-ones mask here would let documents see each other)
+        out["attention_mask"] = None
+    else:
+        out["attention_mask"] = torch.ones_like(ids) if mask is None else mask
     pos = batch.get("position_ids")
     if pos is None:
         pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids)

@@ -214,7 +214,7 @@ class LongContextLM(L.LightningModule):
         loss, n_tokens = self.compute_loss(batch)
         self._stop_if_not_finite(loss, batch_idx)
         bsz = int(batch["input_ids"].shape[0])
-        detached = loss.detach()
+        detached = self._group_loss(loss.detach(), n_tokens)
         self.log("train/loss", detached, prog_bar=True, on_step=True, on_epoch=False, batch_size=bsz)
         self.log("train/ppl", torch.exp(detached.clamp(max=50.0)), on_step=True, on_epoch=False, batch_size=bsz)
         self.log("train/n_tokens", n_tokens.float(), on_step=True, on_epoch=False, batch_size=bsz,
@@ -223,6 +223,20 @@ class LongContextLM(L.LightningModule):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.log("train/lr", float(lr), on_step=True, on_epoch=False, batch_size=bsz)
         return {"loss": loss, "n_tokens": n_tokens, "raw_loss": detached}
+
+    @staticmethod
+    def _group_loss(loss: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+        """The loss to log: under sequence parallelism the token-weighted loss of the whole SP group,
+        not this rank's shard mean; otherwise ``loss`` itself."""
+        from longrecipe.parallel.groups import current_sequence_parallel
+
+        state = current_sequence_parallel()
+        if state is None or state.sp_size <= 1:
+            return loss
+        from longrecipe.parallel.loss import sequence_parallel_loss
+
+        return sequence_parallel_loss(loss * n_tokens.to(loss.dtype), n_tokens, group=state.sp_group,
+                                      sp_size=state.sp_size)[1]
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         loss, n_tokens = self.compute_loss(batch)

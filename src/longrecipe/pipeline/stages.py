@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from longrecipe.pipeline.registry import Stage, StageInput, StageRegistry
+from longrecipe.pipeline.registry import STAGE_ORDER, Stage, StageInput, StageRegistry
 from longrecipe.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -60,8 +60,14 @@ def _train_configure(run_cfg: Any, name: str) -> dict:
     block = _plain(run_cfg.get(name)) or {}
     groups = {**(common.get("groups") or {}), **(block.get("groups") or {})}
     values = OmegaConf.merge(OmegaConf.create(common.get("config") or {}), OmegaConf.create(block.get("config") or {}))
-    return {"groups": groups, "config": _plain(values), "debug_sleep_s": block.get("debug_sleep_s"),
-            "budget_from_extension": block.get("budget_from_extension", False)}
+    out = {"groups": groups, "config": _plain(values), "debug_sleep_s": block.get("debug_sleep_s"),
+           "budget_from_extension": block.get("budget_from_extension", False)}
+    if groups.get("logger") == "wandb":  # one dashboard: group = experiment, tags = method / length / model / stage
+        meta = run_meta(run_cfg)
+        out["wandb"] = {"group": meta.get("experiment") or "longrecipe", "name": f"{meta.get('experiment')}-{name}",
+                        "tags": [str(t) for t in (meta.get("method"), meta.get("target_length"),
+                                                  meta.get("model_name"), name) if t is not None]}
+    return out
 
 
 def _base_configure(run_cfg: Any, name: str) -> dict:
@@ -80,6 +86,14 @@ def _train_cfg(stage_cfg: dict, out_dir: Path, extra: dict) -> DictConfig:
         cfg.export_dir = str(out_dir / "model")
         cfg.resume = False
         cfg.ckpt_path = None
+        wandb = stage_cfg.get("wandb")
+        if wandb and "wandb" in (cfg.get("logger") or {}):  # fill what the user left unset
+            node = cfg.logger.wandb
+            if node.get("group") is None:
+                node.group = wandb["group"]
+            if not node.get("tags"):
+                node.tags = list(wandb["tags"])
+            node.name = wandb["name"]
     return cfg
 
 
@@ -274,9 +288,15 @@ def default_registry() -> StageRegistry:
 
 
 def run_pipeline(cfg: DictConfig, *, registry: StageRegistry | None = None) -> dict[str, Any]:
-    """Run ``conf/run.yaml``: the selected stages into ``run_dir``; adds ``base`` when a later stage needs it."""
+    """Run ``conf/run.yaml``: the selected stages into ``run_dir``; adds ``base`` when a later stage needs it.
+
+    When ``cfg.driver`` names a function (``module.path.function``, e.g. an experiment's fan-out over methods and
+    seeds) that function is called with ``cfg`` instead and its result returned.
+    """
     from longrecipe.pipeline.runner import order_stages, run_stages
 
+    if cfg.get("driver"):
+        return _driver(str(cfg.driver))(cfg)
     registry = registry or default_registry()
     stages = order_stages(list(cfg.stages))
     fixed: dict[str, str] = {}
@@ -291,4 +311,68 @@ def run_pipeline(cfg: DictConfig, *, registry: StageRegistry | None = None) -> d
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     records = run_stages(cfg, run_dir=cfg.run_dir, stages=stages, registry=registry,
                          force=list(cfg.get("force") or []), input_overrides=overrides, fixed_inputs=fixed)
+    write_run_meta(cfg, Path(cfg.run_dir).expanduser().resolve(), records, stages)
     return {name: {k: rec.get(k) for k in ("status", "skipped", "config_hash", "outputs")} for name, rec in records.items()}
+
+
+def _driver(name: str):
+    import importlib
+
+    module, _, func = name.rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module), func) if module else None
+    except ModuleNotFoundError as err:
+        raise ValueError(f"driver={name!r}: module {module!r} not found; give module.path.function, "
+                         "e.g. driver=longrecipe.experiments.tiny_repro.run_tiny_repro, or driver=null") from err
+    if not callable(fn):
+        raise ValueError(f"driver={name!r} is not a function; give module.path.function "
+                         "(e.g. longrecipe.experiments.tiny_repro.run_tiny_repro) or driver=null")
+    return fn
+
+
+# ---------------------------------------------------------------------------- run metadata (for longrecipe-report)
+METHOD_NAMES = {"flt": "FLT", "rpes": "RPES", "pose": "PoSE", "longrecipe": "LongRecipe"}
+
+
+def run_meta(cfg: Any) -> dict[str, Any]:
+    """``run_meta.json`` keys of a run (see ``longrecipe.reporting.collect.META_KEYS``), derived from the run config;
+    ``cfg.meta`` values win. ``method`` is the display name of ``extend.groups.position``."""
+    common = _plain(cfg.get("train_common")) or {}
+    extend = _plain(cfg.get("extend")) or {}
+    values = {**(common.get("config") or {}), **(extend.get("config") or {})}
+    position = (extend.get("groups") or {}).get("position")
+    stages = list(cfg.get("stages") or [])
+    pos_cfg = values.get("position") or {}
+    meta: dict[str, Any] = {
+        "model_name": (common.get("groups") or {}).get("model"),
+        "method": METHOD_NAMES.get(position, position),
+        "target_length": values.get("target_length"),
+        "token_ratio": values.get("token_ratio"),
+        "selection": (_plain(cfg.get("prepare")) or {}).get("groups", {}).get("selection") if "prepare" in stages
+        else "none",
+        "seed": values.get("seed"),
+        "max_skip": pos_cfg.get("max_skip") if position == "longrecipe" else None,
+        "merge_lambda": (_plain(cfg.get("merge")) or {}).get("lambda") if "merge" in stages else None,
+        "experiment": cfg.get("experiment_name"),
+    }
+    meta.update(_plain(cfg.get("meta")) or {})
+    return meta
+
+
+def write_run_meta(cfg: Any, run_dir: Path, records: dict[str, Any], stages: list[str]) -> None:
+    """``run_dir/run_meta.json`` (the run's keys) and ``<stage>/run_meta.json`` ``{stage}`` for the report; an
+    evaluation is labelled with the stage that produced the model it evaluated (``merge``, ``extend``, ...)."""
+    from longrecipe.utils.io import write_json_atomic
+
+    meta = run_meta(cfg)
+    write_json_atomic(run_dir / "run_meta.json", meta)
+    for name, rec in records.items():
+        stage_dir = run_dir / name
+        if not stage_dir.is_dir():
+            continue
+        label = name
+        if name == "evaluate":
+            producer = Path(str((rec.get("inputs") or {}).get("model") or "")).parent
+            label = producer.name if producer.parent == run_dir and producer.name in STAGE_ORDER \
+                else meta.get("stage") or name
+        write_json_atomic(stage_dir / "run_meta.json", {"stage": label})

@@ -29,7 +29,7 @@ $(STAMP): setup.cfg pyproject.toml
 	rm -f $(VENV)/.installed-*; touch $@
 
 demo: venv
-	$(VENV)/bin/longrecipe-run
+	$(VENV)/bin/longrecipe-run experiment=tiny_repro
 
 test: venv
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -68,6 +68,18 @@ def test_niah_m_end_to_end_two_lengths(model_dir, tmp_path):
         evaluate(cfg)
 
 
+def test_too_short_length_is_reported_not_run(model_dir, tmp_path):
+    """A length that cannot hold the template is a visible "not run" record, not a crash or a silent gap."""
+    cfg = compose("evaluate", ["eval=niah_m", f"model_path={model_dir}", f"output_dir={tmp_path / 's'}",
+                               "eval.lengths=[128,512]", "eval.num_samples=1", "eval.max_new_tokens=6",
+                               "progress=false", "eval.tasks=[niah_multivalue]", "eval.heatmap=false"])
+    recs = evaluate(cfg)
+    short = [r for r in recs if r["length"] == 128]
+    assert [(r["task"], r["status"], r["score"]) for r in short] == [
+        ("niah_multivalue", "not run (length too short)", None)]
+    assert {r["task"] for r in recs if r["length"] == 512} == {"niah_multivalue", "niah_m"}
+
+
 def test_ruler_qa_not_run_is_reported(model_dir, tmp_path):
     cfg = compose("evaluate", ["eval=ruler", f"model_path={model_dir}", f"output_dir={tmp_path / 'r'}",
                                "eval.tasks=[niah_single_1,qa_1,qa_2]", "eval.lengths=[512]", "eval.num_samples=1",

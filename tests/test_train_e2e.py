@@ -72,6 +72,13 @@ def test_wandb_logger_is_offline_without_key(tmp_path, monkeypatch):
     assert set(cfg.logger) == {"csv", "wandb"}
     logger = instantiate(cfg.logger.wandb)
     assert logger._offline is True
+    assert logger._wandb_init["group"] == "longrecipe"
+    assert logger._wandb_init["tags"] == ["longrecipe", "len1024", "tiny_llama"]
+    cfg = compose("train", ["logger=wandb", f"run_dir={tmp_path}", "position=pose", "logger.wandb.tags=[x,pose]",
+                            "logger.wandb.group=ablation"])
+    logger = instantiate(cfg.logger.wandb)
+    assert logger._wandb_init["group"] == "ablation" and logger._wandb_init["tags"] == ["x", "pose", "len1024",
+                                                                                      "tiny_llama"]
 
 
 def test_composing_real_models_does_not_download():

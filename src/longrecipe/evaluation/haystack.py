@@ -87,6 +87,10 @@ def _read_text(path: Path) -> str:
         return raw.decode("latin-1")
 
 
+class LengthTooShort(ValueError):
+    """The evaluated length cannot hold the task's template, needles and question."""
+
+
 def fit_units(build: Callable[[int], str], count: Callable[[str], int], budget: int, *, max_units: int) -> tuple[int, str, int]:
     """Largest ``n`` in ``[0, max_units]`` with ``count(build(n)) <= budget``; returns ``(n, text, tokens)``.
 
@@ -95,7 +99,7 @@ def fit_units(build: Callable[[int], str], count: Callable[[str], int], budget: 
     text0 = build(0)
     tok0 = count(text0)
     if tok0 > budget:
-        raise ValueError(
+        raise LengthTooShort(
             f"length too short: the template, needles and question alone take {tok0} tokens but the budget "
             f"(length - max_new_tokens) is {budget}; raise eval.lengths or lower max_new_tokens"
         )

@@ -19,6 +19,7 @@ from longrecipe.utils.io import write_json_atomic, write_text_atomic
 RECORD_KEYS = ("task", "length", "score", "n", "metric", "model", "run_id", "group", "status")
 OK = "ok"
 NO_DATA = "not run (no data)"
+TOO_SHORT = "not run (length too short)"
 
 
 def make_record(*, task: str, length: int | None, score: float | None, n: int, metric: str, model: str, run_id: str,

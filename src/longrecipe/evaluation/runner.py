@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from longrecipe.evaluation.results import NO_DATA, make_record, mean_records, niah_heatmap, write_results
+from longrecipe.evaluation.results import NO_DATA, TOO_SHORT, make_record, mean_records, niah_heatmap, write_results
 from longrecipe.utils.confighash import config_hash
 from longrecipe.utils.logging import get_logger
 
@@ -76,7 +76,7 @@ def _lengths(ev, model) -> list[int]:
 
 def _run_ruler(cfg, model, tokenizer, meta):
     from longrecipe.evaluation.generation import generate_batched
-    from longrecipe.evaluation.haystack import PromptCodec
+    from longrecipe.evaluation.haystack import LengthTooShort, PromptCodec
     from longrecipe.evaluation.metrics import score_ruler
     from longrecipe.evaluation.ruler import RULER_TASKS, MissingData, RulerOptions, generate_task
 
@@ -96,10 +96,12 @@ def _run_ruler(cfg, model, tokenizer, meta):
         for task in tasks:
             try:
                 batch = list(generate_task(task, length, int(ev.num_samples), codec, opts))
-            except MissingData as err:
+            except (MissingData, LengthTooShort) as err:
+                # reported, never dropped: a "not run" record keeps the hole visible in every average
                 log.warning("%s @%d not run: %s", task, length, err)
+                status = NO_DATA if isinstance(err, MissingData) else TOO_SHORT
                 records.append(make_record(task=task, length=length, score=None, n=0, metric="string_match_part",
-                                           status=NO_DATA, **meta))
+                                           status=status, **meta))
                 continue
             outs = generate_batched(
                 model, tokenizer, [codec.encode(s.prompt) for s in batch],

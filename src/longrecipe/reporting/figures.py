@@ -31,11 +31,13 @@ def token_ratio_figure(table: pd.DataFrame, out: Path) -> Path | None:
         return None
     table["token_ratio"] = table["token_ratio"].astype(float)
     table = table.sort_values("token_ratio")
+    columns = [c for c in ("NIAH(M)", "RULER", "LongBench") if c in table and _finite(table[c])]
+    if not columns:
+        return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for col in ("NIAH(M)", "RULER", "LongBench"):
-        if col in table and _finite(table[col]):
-            ax.plot(table["token_ratio"] * 100, table[col], marker="o", label=col)
+    for col in columns:
+        ax.plot(table["token_ratio"] * 100, table[col], marker="o", label=col)
     ax.set_xlabel("tokens per sample (% of target window)")
     ax.set_ylabel("score")
     ax.set_title("Score vs token ratio (paper Fig. 2)")

@@ -117,3 +117,13 @@ def test_report_draws_fig3_and_fig4_from_tool_outputs(runs, tmp_path):
     assert list(load_position_stats([stats])["scheme"]) == ["pose", "longrecipe"]
     out = build_report([runs], tmp_path / "rep", position_stats=[stats], analyses=[analysis])
     assert {"fig3_positions_png", "fig4_pos_profile_png"} <= set(out["paths"])
+
+
+def test_table1_uses_each_runs_final_stage_and_full_ruler_only(tmp_path):
+    base = {"model_name": "tiny", "target_length": 1024, "seed": 0}
+    _write(tmp_path / "pose", [_rec("niah_m", 30.0)], {**base, "method": "pose", "stage": "extend"})
+    _write(tmp_path / "lr" / "extend", [_rec("niah_m", 10.0)], {**base, "method": "lr", "stage": "extend"})
+    _write(tmp_path / "lr" / "merge", [_rec("niah_m", 50.0)], {**base, "method": "lr", "stage": "merge"})
+    table = main_table(collect_results([tmp_path])).set_index("method")
+    assert table.loc["pose", "NIAH(M)"] == 30.0 and table.loc["lr", "NIAH(M)"] == 50.0
+    assert math.isnan(table.loc["pose", "RULER"])  # only NIAH tasks: not a RULER score

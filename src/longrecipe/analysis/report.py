@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
-from longrecipe.utils.io import write_text_atomic
+from longrecipe.utils.io import save_figure_atomic, write_text_atomic
 
 
 def _cell(text: str) -> str:
@@ -66,14 +65,4 @@ def plot_pos_by_position(summary: dict, path: str | os.PathLike, *, max_pos: int
     ax.set_ylim(0, 1)
     ax.legend(ncol=4, fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_figure_atomic(fig, path)

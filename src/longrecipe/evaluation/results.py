@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from longrecipe.utils.io import write_json_atomic, write_text_atomic
+from longrecipe.utils.io import save_figure_atomic, write_json_atomic, write_text_atomic
 
 RECORD_KEYS = ("task", "length", "score", "n", "metric", "model", "run_id", "group", "status")
 OK = "ok"
@@ -141,10 +141,4 @@ def niah_heatmap(samples: Sequence[dict[str, Any]], path: str | Path, *, title: 
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="score")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure_atomic(fig, path)

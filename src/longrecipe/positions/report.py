@@ -9,7 +9,6 @@ each target length ``T``, applies every configured scheme and averages the stati
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from longrecipe.positions.stats import position_stats
-from longrecipe.utils.io import write_json_atomic, write_text_atomic
+from longrecipe.utils.io import save_figure_atomic, write_json_atomic, write_text_atomic
 from longrecipe.utils.logging import get_logger
 from longrecipe.utils.seeding import sample_rng
 
@@ -128,17 +127,7 @@ def plot_stats(records: Sequence[dict[str, Any]], path: str | os.PathLike) -> Pa
             ax.set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_figure_atomic(fig, path)
 
 
 def _output_dir(cfg: Any) -> Path:

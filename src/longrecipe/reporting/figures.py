@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from longrecipe.utils.io import save_figure_atomic
+
 
 def _plt():
     import matplotlib
@@ -43,9 +45,7 @@ def token_ratio_figure(table: pd.DataFrame, out: Path) -> Path | None:
     ax.set_title("Score vs token ratio (paper Fig. 2)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure_atomic(fig, out)
 
 
 def position_stats_figure(stats: pd.DataFrame, out: Path) -> Path | None:
@@ -63,9 +63,7 @@ def position_stats_figure(stats: pd.DataFrame, out: Path) -> Path | None:
         ax.set_title(title)
         ax.set_xlabel("target length")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure_atomic(fig, out)
 
 
 def pos_profile_figure(profile: pd.DataFrame, out: Path) -> Path | None:
@@ -85,9 +83,7 @@ def pos_profile_figure(profile: pd.DataFrame, out: Path) -> Path | None:
     ax.set_title("POS of impactful tokens (paper Fig. 4)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure_atomic(fig, out)
 
 
 def perplexity_figure(table: pd.DataFrame, out: Path) -> Path | None:
@@ -107,6 +103,4 @@ def perplexity_figure(table: pd.DataFrame, out: Path) -> Path | None:
     ax.set_ylabel("perplexity")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure_atomic(fig, out)

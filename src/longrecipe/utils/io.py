@@ -35,6 +35,25 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def save_figure_atomic(fig: Any, path: str | os.PathLike, *, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG through a temp file + ``os.replace``, then close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside ``final``; rename it to ``final`` only if the block succeeds.

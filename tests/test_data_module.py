@@ -402,3 +402,31 @@ def test_drop_policy_and_hf_folder_through_the_module(tiny_tokenizer, cache_dir,
     expected = len(tiny_tokenizer(docs[0], add_special_tokens=False)["input_ids"]) + 1 + \
         len(tiny_tokenizer(docs[2], add_special_tokens=False)["input_ids"]) + 1
     assert len(hf.train_samples) == expected // 100
+
+
+class EndsAtWindow:
+    """Stub scheme: 0, then the last n-1 positions of the window (max position = target_length - 1)."""
+
+    def __init__(self, target_length: int) -> None:
+        self.target_length = target_length
+
+    def __call__(self, input_ids, rng, *, segment_starts=None):
+        n = len(input_ids)
+        return np.concatenate([[0], np.arange(self.target_length - n + 1, self.target_length)])
+
+
+def test_padding_positions_stay_inside_the_target_window(tmp_path):
+    """Pad positions past target_length - 1 would make dynamic RoPE rescale the whole batch."""
+    import datasets
+
+    folder = tmp_path / "prepared"
+    datasets.Dataset.from_dict({
+        "input_ids": [[5, 6, 7, 8, 9], [10, 11, 12]],
+        "segment_starts": [[0], [0]],
+        "doc_ids": [["a"], ["b"]],
+    }).save_to_disk(str(folder))
+    dm = LongContextDataModule(None, EndsAtWindow(8), target_length=8, sample_length=5, source=str(folder),
+                               format="prepared", val_fraction=0.0, batch_size=2, shuffle=False)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["position_ids"].tolist() == [[0, 4, 5, 6, 7], [0, 6, 7, 7, 7]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]

@@ -77,6 +77,7 @@ def test_too_short_length_is_reported_not_run(model_dir, tmp_path):
     short = [r for r in recs if r["length"] == 128]
     assert [(r["task"], r["status"], r["score"]) for r in short] == [
         ("niah_multivalue", "not run (length too short)", None)]
+    assert short[0]["metric"] == "string_match_all"  # the task's own RULER metric, not a placeholder
     assert {r["task"] for r in recs if r["length"] == 512} == {"niah_multivalue", "niah_m"}
 
 

@@ -137,3 +137,28 @@ def test_unknown_driver_is_refused():
     cfg = compose("run", ["driver=longrecipe.nope.run"])
     with pytest.raises(ValueError, match=r"driver='longrecipe.nope.run': module 'longrecipe.nope' not found"):
         run_pipeline(cfg)
+
+
+def test_qwen2_paper_ruler_leaves_out_vt():
+    """Paper (Appendix D): RULER is 13 subsets, 12 without variable tracking for Qwen2."""
+    from longrecipe.pipeline.stages import _cmd_configure, compose_stage_config
+
+    for name, want in (("qwen2_7b_80k_longrecipe", ["vt"]), ("llama3_8b_80k_longrecipe", [])):
+        run_cfg = compose("run", [f"experiment={name}"])
+        stage = _cmd_configure(run_cfg, "evaluate")
+        cfg = compose_stage_config("evaluate", {**stage["groups"], "eval": "ruler"}, stage["config"])
+        assert list(cfg.eval.get("exclude") or []) == want, name
+
+
+def test_extension_tokens_count_samples_once_under_sequence_parallelism(tmp_path):
+    """Table 4: Llama3 128k = 96 x 104 x 38400 tokens on 2 GPUs with Ulysses sp=2 (one sample split over both
+    GPUs), not twice that — the replay budget (10% of it) depends on this count."""
+    from longrecipe.pipeline.stages import _tokens_trained
+
+    run_cfg = compose("run", ["experiment=llama3_8b_128k_longrecipe"])
+    cfg = _train_cfg(_train_configure(run_cfg, "extend"), tmp_path, {})
+    assert cfg.trainer.devices == 2 and cfg.strategy.sequence_parallel_size == 2
+    assert _tokens_trained(cfg, 104) == 96 * 104 * 38400
+    run_cfg = compose("run", ["experiment=llama3_8b_80k_longrecipe"])  # one GPU, no SP
+    cfg = _train_cfg(_train_configure(run_cfg, "extend"), tmp_path / "b", {})
+    assert _tokens_trained(cfg, 104) == 96 * 104 * 24000

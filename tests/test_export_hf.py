@@ -79,3 +79,28 @@ def test_train_exports_and_refuses_existing_export_before_training(tmp_path, tin
     with pytest.raises(FileExistsError, match="already holds a finished export"):
         train(compose("train", common + [f"run_dir={tmp_path / 'b'}", f"export_dir={export}"]))
     assert not (tmp_path / "b" / "train_log.jsonl").exists()
+
+
+def test_export_overwrite_never_replaces_a_folder_that_is_not_an_export(tmp_path, tiny_model_dir):
+    base = tiny_model_dir("llama")
+    cfg = {"pretrained": str(base)}
+    tok = load_tokenizer(cfg)
+    model = build_model(cfg, ROPE, 1024, tokenizer=tok)
+    precious = tmp_path / "data"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="is not a longrecipe export .*overwrite=true only replaces"):
+        export_hf_model(model, tok, precious, overwrite=True)
+    assert (precious / "notes.txt").read_text() == "keep me"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (export_hf_model(model, tok, empty, overwrite=True) / "longrecipe.json").is_file()
+
+
+@pytest.mark.parametrize("export_rel", [".", ".."])
+def test_train_refuses_export_dir_that_is_or_contains_run_dir(tmp_path, export_rel):
+    run_dir = tmp_path / "runs" / "a"
+    cfg = compose("train", [f"run_dir={run_dir}", f"export_dir={(run_dir / export_rel).resolve()}", "overwrite=true"])
+    with pytest.raises(ValueError, match="export_dir=.* must not be run_dir=.* or a parent of it"):
+        train(cfg)
+    assert not run_dir.exists()

@@ -197,3 +197,28 @@ def test_tiny_run_killed_during_replay_resumes(tmp_path):
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0
     assert "stage 'extend'" in out and "force=[extend]" in out
+
+
+def test_run_meta_of_a_later_subset_run_keeps_completed_stages(tmp_path):
+    """``stages=[evaluate]`` on a run whose prepare / merge already completed must not relabel it as
+    ``selection=none`` (the "w/o T" ablation) with no merge λ in run_meta.json (what the report groups by)."""
+    import json
+
+    from longrecipe.config import compose
+    from longrecipe.pipeline.runner import MARKER
+    from longrecipe.pipeline.stages import write_run_meta
+
+    for stage in ("prepare", "extend", "merge"):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / MARKER).write_text(json.dumps({"stage": stage, "status": "complete"}))
+    (tmp_path / "replay").mkdir()
+    (tmp_path / "replay" / MARKER).write_text(json.dumps({"stage": "replay", "status": "running"}))
+    cfg = compose("run", ["stages=[evaluate]"])
+    write_run_meta(cfg, tmp_path, {}, ["evaluate"])
+    meta = json.loads((tmp_path / "run_meta.json").read_text())
+    assert meta["selection"] == "anchors" and meta["merge_lambda"] == 0.5
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    write_run_meta(cfg, fresh, {}, ["evaluate"])  # nothing completed there: no selection, no merge
+    meta = json.loads((fresh / "run_meta.json").read_text())
+    assert meta["selection"] == "none" and meta["merge_lambda"] is None

@@ -332,3 +332,10 @@ def test_bad_calls():
 def test_bad_segment_starts(starts, message):
     with pytest.raises(ValueError, match=message):
         LongRecipePositions(50)(IDS, rng(), segment_starts=np.asarray(starts))
+
+
+def test_bind_tokenizer_keeps_explicit_delimiter_ids(tiny_tokenizer):
+    """conf/position/longrecipe.yaml: explicit delimiter_ids override the tokenizer lookup."""
+    scheme = LongRecipePositions(4096, delimiter_ids=[9]).bind_tokenizer(tiny_tokenizer)
+    assert scheme.delimiter_ids == (9,)
+    assert scheme.segment_starts(IDS).tolist() == LongRecipePositions(4096, delimiter_ids=[9]).segment_starts(IDS).tolist()

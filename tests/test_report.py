@@ -127,3 +127,83 @@ def test_table1_uses_each_runs_final_stage_and_full_ruler_only(tmp_path):
     table = main_table(collect_results([tmp_path])).set_index("method")
     assert table.loc["pose", "NIAH(M)"] == 30.0 and table.loc["lr", "NIAH(M)"] == 50.0
     assert math.isnan(table.loc["pose", "RULER"])  # only NIAH tasks: not a RULER score
+
+
+def test_partial_aggregate_records_are_not_taken_as_the_paper_column(tmp_path):
+    """eval writes a ``ruler`` / ``niah_m`` / ``longbench`` average even when tasks did not run (naming them in
+    the metric); Table 1 must not show such a partial average as the paper's RULER / NIAH(M) / LongBench."""
+    from longrecipe.evaluation.ruler import RULER_TASKS
+    from longrecipe.reporting.tables import longbench_score, ruler_score
+
+    meta = {"model_name": "tiny", "target_length": 1024, "seed": 0, "method": "lr"}
+    ok = [_rec(t, 50.0) for t in RULER_TASKS if t not in ("qa_1", "qa_2")]
+    _write(tmp_path / "ruler", ok + [
+        _rec("qa_1", None, status="not run (no data)"), _rec("qa_2", None, status="not run (no data)"),
+        _rec("ruler", 50.0, metric="string_match (mean of 11 tasks); not run: qa_1, qa_2"),
+        _rec("niah_m", 50.0, metric="string_match (mean of 3 categories)")], meta)
+    _write(tmp_path / "lb", [_rec("qasper", 40.0, group="longbench", metric="qa_f1"),
+                             _rec("longbench", 40.0, group="longbench",
+                                  metric="longbench (mean of 1 tasks); not run: narrativeqa")], meta)
+    frame = collect_results([tmp_path])
+    assert math.isnan(ruler_score(frame))  # qa_1 / qa_2 missing: not RULER, whatever the aggregate says
+    assert math.isnan(longbench_score(frame))  # 1 of 21 subsets
+    table = main_table(frame).set_index("method")
+    assert math.isnan(table.loc["lr", "RULER"]) and math.isnan(table.loc["lr", "LongBench"])
+    assert table.loc["lr", "NIAH(M)"] == pytest.approx(50.0)  # a complete aggregate is still used as-is
+    # a partial niah_m aggregate falls back to the parts (complete here: 50)
+    frame.loc[frame["task"] == "niah_m", ["score", "metric"]] = [99.0, "string_match; not run: niah_multiquery"]
+    assert niah_m_score(frame) == pytest.approx(50.0)
+
+
+def test_ruler_fallback_allows_only_vt_missing(tmp_path):
+    from longrecipe.evaluation.ruler import RULER_TASKS
+    from longrecipe.reporting.tables import ruler_score
+
+    no_vt = [_rec(t, 60.0) for t in RULER_TASKS if t != "vt"]
+    _write(tmp_path / "a", no_vt)
+    assert ruler_score(collect_results([tmp_path / "a"])) == pytest.approx(60.0)  # Qwen2: 12 without vt
+    no_qa = [_rec(t, 60.0) for t in RULER_TASKS if t != "qa_2"]
+    _write(tmp_path / "b", no_qa)
+    assert math.isnan(ruler_score(collect_results([tmp_path / "b"])))
+
+
+def test_report_longbench_subsets_match_the_evaluation():
+    from longrecipe.evaluation.longbench import SUBSETS
+    from longrecipe.reporting.tables import LONGBENCH_SUBSETS
+
+    assert tuple(SUBSETS) == LONGBENCH_SUBSETS
+
+
+def test_ablation_and_ratio_runs_are_not_averaged_into_other_rows(tmp_path):
+    """Table 1/2 and Fig. 2 rows never average different configurations (ablation runs share method / model /
+    length / seed with the main run) nor an earlier stage's evaluation with the final one."""
+    from longrecipe.reporting.tables import ablation_table, token_ratio_table
+
+    base = {"model_name": "llama", "target_length": 1024, "seed": 42, "method": "LongRecipe", "stage": "merge"}
+    _write(tmp_path / "main", [_rec("niah_m", 80.0)], {**base, "selection": "anchors", "token_ratio": 0.3})
+    _write(tmp_path / "main" / "extend_eval", [_rec("niah_m", 10.0)], {"stage": "extend"})
+    _write(tmp_path / "none", [_rec("niah_m", 40.0)], {**base, "selection": "none", "token_ratio": 0.3})
+    _write(tmp_path / "r10", [_rec("niah_m", 20.0)], {**base, "selection": "anchors", "token_ratio": 0.1})
+    frame = collect_results([tmp_path])
+    t1 = main_table(frame)
+    assert len(t1) == 3 and sorted(t1["NIAH(M)"]) == [20.0, 40.0, 80.0]
+    assert {"selection", "token_ratio"} <= set(t1.columns)
+    t2 = ablation_table(frame).set_index(["selection", "token_ratio"])
+    assert t2.loc[("anchors", 0.3), "NIAH(M)"] == 80.0  # not mean(80, 10) nor mean(80, 20)
+    assert t2.loc[("none", 0.3), "NIAH(M)"] == 40.0
+    fig2 = token_ratio_table(frame).set_index(["token_ratio", "selection"])
+    assert fig2.loc[(0.3, "anchors"), "NIAH(M)"] == 80.0 and fig2.loc[(0.1, "anchors"), "NIAH(M)"] == 20.0
+
+
+def test_gsm8k_strict_and_flexible_are_not_averaged(tmp_path):
+    """lm-eval writes GSM8K under two metrics (two records of task gsm8k); the column takes strict-match."""
+    from longrecipe.reporting.tables import general_score
+
+    recs = [_rec("gsm8k", 30.0, length=None, group="general", metric="exact_match,strict-match"),
+            _rec("gsm8k", 50.0, length=None, group="general", metric="exact_match,flexible-extract")]
+    _write(tmp_path / "a", recs)
+    assert general_score(collect_results([tmp_path / "a"]), "GSM8K") == pytest.approx(30.0)  # not 40
+    _write(tmp_path / "b", recs[1:])
+    assert general_score(collect_results([tmp_path / "b"]), "GSM8K") == pytest.approx(50.0)  # the only metric
+    _write(tmp_path / "c", [recs[1], {**recs[1], "metric": "exact_match,other", "score": 10.0}])
+    assert math.isnan(general_score(collect_results([tmp_path / "c"]), "GSM8K"))  # ambiguous: "—"

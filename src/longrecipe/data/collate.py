@@ -85,11 +85,14 @@ class LongContextCollator:
 
     Equal-length samples (the normal case) need no padding. Shorter rows of a prepared dataset are
     right-padded: ``pad_token_id`` in ``input_ids``, ``-100`` in ``labels``, 0 in the mask, and
-    positions continuing past the last real one so they stay strictly increasing.
+    positions continuing past the last real one, capped at ``max_position`` (``target_length - 1``) when
+    given: a pad position beyond the window would make ``dynamic`` RoPE (which reads the batch's largest
+    position id) rescale the frequencies of every real token in the batch.
     """
 
-    def __init__(self, pad_token_id: int = 0) -> None:
+    def __init__(self, pad_token_id: int = 0, max_position: int | None = None) -> None:
         self.pad_token_id = int(pad_token_id)
+        self.max_position = None if max_position is None else int(max_position)
 
     def __call__(self, examples: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
         if not examples:
@@ -109,6 +112,8 @@ class LongContextCollator:
             if n < T:
                 last = positions[b, n - 1] if n else -1
                 positions[b, n:] = last + 1 + np.arange(T - n)
+                if self.max_position is not None:
+                    positions[b, n:] = np.minimum(positions[b, n:], max(self.max_position, last))
         return {
             "input_ids": torch.from_numpy(input_ids),
             "labels": torch.from_numpy(labels),

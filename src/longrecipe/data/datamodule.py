@@ -362,7 +362,7 @@ class LongContextDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> ResumableDataLoader:
         return ResumableDataLoader(self.train_dataset(), batch_size=self.batch_size, sampler=self.train_sampler(),
-                          collate_fn=LongContextCollator(self.pad_token_id), num_workers=self.num_workers,
+                          collate_fn=LongContextCollator(self.pad_token_id, self.target_length - 1), num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, drop_last=False)
 
     def val_dataset(self) -> PositionedSamples:
@@ -375,7 +375,7 @@ class LongContextDataModule(L.LightningDataModule):
         if len(ds) == 0:
             return []
         return DataLoader(ds, batch_size=self.val_batch_size, shuffle=False,
-                          collate_fn=LongContextCollator(self.pad_token_id), num_workers=self.num_workers,
+                          collate_fn=LongContextCollator(self.pad_token_id, self.target_length - 1), num_workers=self.num_workers,
                           pin_memory=self.pin_memory)
 
     # --- progress & resume ----------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def _run_ruler(cfg, model, tokenizer, meta):
     from longrecipe.evaluation.generation import generate_batched
     from longrecipe.evaluation.haystack import LengthTooShort, PromptCodec
     from longrecipe.evaluation.metrics import score_ruler
-    from longrecipe.evaluation.ruler import RULER_TASKS, MissingData, RulerOptions, generate_task
+    from longrecipe.evaluation.ruler import METRICS, RULER_TASKS, MissingData, RulerOptions, generate_task
 
     ev = cfg.eval
     tasks = [t for t in ev.tasks if t not in set(ev.get("exclude") or [])]
@@ -100,8 +100,8 @@ def _run_ruler(cfg, model, tokenizer, meta):
                 # reported, never dropped: a "not run" record keeps the hole visible in every average
                 log.warning("%s @%d not run: %s", task, length, err)
                 status = NO_DATA if isinstance(err, MissingData) else TOO_SHORT
-                records.append(make_record(task=task, length=length, score=None, n=0, metric="string_match_part",
-                                           status=status, **meta))
+                records.append(make_record(task=task, length=length, score=None, n=0,
+                                           metric=METRICS[RULER_TASKS[task]["family"]], status=status, **meta))
                 continue
             outs = generate_batched(
                 model, tokenizer, [codec.encode(s.prompt) for s in batch],

@@ -192,6 +192,8 @@ def render_yaml(exp: PaperExperiment) -> str:
         "  config:",
         "    eval:",
         f"      lengths: [{', '.join(str(x) for x in _eval_lengths(n['target_length']))}]",
+        # Appendix D: Qwen2's RULER average leaves out variable tracking (12 subsets)
+        *(["      exclude: [vt]"] if exp.model == "qwen2_7b" else []),
     ]
     return "\n".join(lines) + "\n"
 

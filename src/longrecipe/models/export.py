@@ -39,7 +39,24 @@ def check_export_target(export_dir: str | os.PathLike, overwrite: bool = False) 
             f"export_dir {path} already holds {what}; refusing to overwrite it. Pass overwrite=true to replace it "
             "or set export_dir=<new folder>"
         )
+    if path.exists() and not (path / MARKER).is_file() and (not path.is_dir() or any(path.iterdir())):
+        # overwrite=true replaces a previous export, never an unrelated non-empty folder (or a file)
+        raise FileExistsError(
+            f"export_dir {path} exists and is not a longrecipe export (no {MARKER}); overwrite=true only replaces "
+            "a finished export. Set export_dir=<new or empty folder>"
+        )
     return path
+
+
+def check_export_outside_run(export_dir: str | os.PathLike, run_dir: str | os.PathLike) -> None:
+    """Raise before training when ``export_dir`` is ``run_dir`` or one of its parents (the export would
+    replace the run's checkpoints and logs)."""
+    export, run = Path(export_dir).resolve(), Path(run_dir).resolve()
+    if export == run or export in run.parents:
+        raise ValueError(
+            f"export_dir={str(export)!r} must not be run_dir={str(run)!r} or a parent of it: the export folder is "
+            "replaced as a whole; use a folder of its own, e.g. export_dir=${run_dir}/export"
+        )
 
 
 def _versions() -> dict[str, str]:

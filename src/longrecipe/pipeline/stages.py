@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,10 @@ def _tokens_trained(cfg: DictConfig, global_step: int) -> int:
     accum = int(cfg.trainer.get("accumulate_grad_batches", 1) or 1)
     devices = cfg.trainer.get("devices", 1)
     n_dev = devices if isinstance(devices, int) and devices > 0 else 1
-    return int(global_step) * accum * int(data.get("batch_size", 1)) * n_dev * per_sample
+    # Ulysses sequence parallelism: the sp ranks of a group share one sample, so data-parallel replicas = n_dev / sp
+    sp = int((cfg.get("strategy") or {}).get("sequence_parallel_size") or 1)
+    n_dp = max(1, n_dev // max(sp, 1))
+    return int(global_step) * accum * int(data.get("batch_size", 1)) * n_dp * per_sample
 
 
 def _model_input_tokens(model_dir: Path) -> int | None:
@@ -334,14 +338,15 @@ def _driver(name: str):
 METHOD_NAMES = {"flt": "FLT", "rpes": "RPES", "pose": "PoSE", "longrecipe": "LongRecipe"}
 
 
-def run_meta(cfg: Any) -> dict[str, Any]:
+def run_meta(cfg: Any, done_stages: Sequence[str] = ()) -> dict[str, Any]:
     """``run_meta.json`` keys of a run (see ``longrecipe.reporting.collect.META_KEYS``), derived from the run config;
-    ``cfg.meta`` values win. ``method`` is the display name of ``extend.groups.position``."""
+    ``cfg.meta`` values win. ``method`` is the display name of ``extend.groups.position``. ``done_stages``: stages
+    already complete in the run folder (a later ``stages=[evaluate]`` re-run still ran on their outputs)."""
     common = _plain(cfg.get("train_common")) or {}
     extend = _plain(cfg.get("extend")) or {}
     values = {**(common.get("config") or {}), **(extend.get("config") or {})}
     position = (extend.get("groups") or {}).get("position")
-    stages = list(cfg.get("stages") or [])
+    stages = list(cfg.get("stages") or []) + list(done_stages)
     pos_cfg = values.get("position") or {}
     meta: dict[str, Any] = {
         "model_name": (common.get("groups") or {}).get("model"),
@@ -362,9 +367,11 @@ def run_meta(cfg: Any) -> dict[str, Any]:
 def write_run_meta(cfg: Any, run_dir: Path, records: dict[str, Any], stages: list[str]) -> None:
     """``run_dir/run_meta.json`` (the run's keys) and ``<stage>/run_meta.json`` ``{stage}`` for the report; an
     evaluation is labelled with the stage that produced the model it evaluated (``merge``, ``extend``, ...)."""
+    from longrecipe.pipeline.runner import read_marker
     from longrecipe.utils.io import write_json_atomic
 
-    meta = run_meta(cfg)
+    done = [s for s in STAGE_ORDER if (read_marker(run_dir / s) or {}).get("status") == "complete"]
+    meta = run_meta(cfg, done)
     write_json_atomic(run_dir / "run_meta.json", meta)
     for name, rec in records.items():
         stage_dir = run_dir / name

@@ -110,7 +110,10 @@ class LongRecipePositions(PositionScheme):
             object.__setattr__(self, "_table", delimiter_table(ids))
 
     def bind_tokenizer(self, tokenizer: Any) -> LongRecipePositions:
-        """A copy whose delimiter ids are resolved from ``tokenizer``'s vocabulary."""
+        """A copy whose delimiter ids are resolved from ``tokenizer``'s vocabulary; explicit
+        ``delimiter_ids`` (config) take precedence and are kept as given."""
+        if self.delimiter_ids is not None:
+            return self
         ids = delimiter_token_ids(tokenizer, self.delimiters)
         if ids.size == 0:
             log.warning("tokenizer has no token ending with %s: every sample is one segment", list(self.delimiters))

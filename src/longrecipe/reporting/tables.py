@@ -3,11 +3,14 @@
 Column definitions (paper Appendix D):
 - NIAH(M): mean of RULER's niah_multikey (mean of its variants 1-3), niah_multivalue and niah_multiquery;
   a record with task ``niah_m`` is used as-is when present.
-- RULER: mean over the 13 RULER subsets (12 without ``vt`` for Qwen2; fewer → "—"); a ``ruler`` record wins.
-- LongBench: mean over its subsets (21); a ``longbench`` record wins.
-- MMLU / GSM8K / HumanEval: the lm-eval score of that task.
+- RULER: mean over the 13 RULER subsets (12 without ``vt`` for Qwen2; any other gap → "—"); a ``ruler`` record wins.
+- LongBench: mean over its 21 subsets (fewer → "—"); a ``longbench`` record wins.
+- An aggregate record (``niah_m`` / ``ruler`` / ``longbench``) whose metric names tasks that did not run
+  (``...; not run: ...``) is a partial average and is ignored; the column is then computed from the parts.
+- MMLU / GSM8K / HumanEval: the lm-eval score of that task (one metric: ``GENERAL_METRICS`` when several).
 Long-context columns average over the evaluated lengths of a run (each length weighted equally).
-Several seeds of one configuration are averaged; the seed count is kept in column ``seeds``.
+Several seeds of one configuration are averaged; the seed count is kept in column ``seeds``. Runs that differ in
+any other configuration key (``CONFIG_KEYS``) are separate rows (the varying keys become extra columns).
 """
 
 from __future__ import annotations
@@ -24,10 +27,18 @@ NIAH_M_PARTS = {
 }
 RULER_TASKS = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2",
                "niah_multikey_3", "niah_multivalue", "niah_multiquery", "vt", "cwe", "fwe", "qa_1", "qa_2")
+LONGBENCH_SUBSETS = ("narrativeqa", "qasper", "multifieldqa_en", "multifieldqa_zh", "hotpotqa", "2wikimqa", "musique",
+                     "dureader", "gov_report", "qmsum", "multi_news", "vcsum", "trec", "triviaqa", "samsum", "lsht",
+                     "passage_count", "passage_retrieval_en", "passage_retrieval_zh", "lcc", "repobench-p")
 LONG_COLUMNS = ("NIAH(M)", "RULER", "LongBench")
 GENERAL_COLUMNS = ("MMLU", "GSM8K", "HumanEval")
 GENERAL_TASKS = {"MMLU": "mmlu", "GSM8K": "gsm8k", "HumanEval": "humaneval"}
+# the lm-eval metric a column reports when a task's results carry several (lm-eval 0.4 keys "metric,filter")
+GENERAL_METRICS = {"MMLU": "acc,none", "GSM8K": "exact_match,strict-match", "HumanEval": "pass@1,create_test"}
 RUN_KEYS = ("model_name", "target_length", "method")
+# what makes two runs different configurations (seeds of one configuration are averaged, nothing else is)
+CONFIG_KEYS = ("model_name", "target_length", "method", "selection", "token_ratio", "max_skip", "merge_lambda",
+               "experiment")
 
 
 def _mean(values) -> float:
@@ -47,9 +58,21 @@ def _task_score(records: pd.DataFrame, task: str) -> float:
     return _mean(sel["score"].astype(float)) if len(sel) else float("nan")
 
 
+def _complete_aggregate(records: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Aggregate records ``task`` (written by ``longrecipe-eval``) that average every task they were meant to.
+
+    ``mean_records`` still writes an average when some expected tasks did not run, but names them in the metric
+    (``...; not run: qa_1, qa_2``); such a partial average is not the paper's column, so it is never used as-is.
+    """
+    sel = records[records["task"] == task]
+    partial = sel["metric"].astype(str).str.contains("not run:", regex=False)
+    return sel[~partial]
+
+
 def niah_m_score(records: pd.DataFrame) -> float:
-    if (records["task"] == "niah_m").any():
-        return _per_length(records[records["task"] == "niah_m"], lambda g: _task_score(g, "niah_m"))
+    agg = _complete_aggregate(records, "niah_m")
+    if not agg.empty:
+        return _per_length(agg, lambda g: _task_score(g, "niah_m"))
 
     def one_length(g: pd.DataFrame) -> float:
         parts = [_mean([_task_score(g, t) for t in tasks]) for tasks in NIAH_M_PARTS.values()]
@@ -59,29 +82,40 @@ def niah_m_score(records: pd.DataFrame) -> float:
 
 
 def ruler_score(records: pd.DataFrame) -> float:
-    if (records["task"] == "ruler").any():
-        return _per_length(records[records["task"] == "ruler"], lambda g: _task_score(g, "ruler"))
+    agg = _complete_aggregate(records, "ruler")
+    if not agg.empty:
+        return _per_length(agg, lambda g: _task_score(g, "ruler"))
     sel = records[records["task"].isin(RULER_TASKS)]
 
     def one_length(g: pd.DataFrame) -> float:
         scores = {t: _task_score(g, t) for t in RULER_TASKS}
-        present = [v for v in scores.values() if not math.isnan(v)]
-        # the paper averages all 13 subsets (12 without vt): a handful of tasks is not "RULER"
-        return _mean(present) if len(present) >= len(RULER_TASKS) - 1 else float("nan")
+        missing = {t for t, v in scores.items() if math.isnan(v)}
+        # the paper averages all 13 subsets (12 without vt, for Qwen2): any other gap is not "RULER"
+        return _mean(scores.values()) if missing <= {"vt"} else float("nan")
 
     return _per_length(sel, one_length)
 
 
 def longbench_score(records: pd.DataFrame) -> float:
-    if (records["task"] == "longbench").any():
-        return _task_score(records, "longbench")
-    sel = records[records["group"] == "longbench"]
-    return _mean([_task_score(sel, t) for t in sel["task"].unique()])
+    agg = _complete_aggregate(records, "longbench")
+    if not agg.empty:
+        return _task_score(agg, "longbench")
+    scores = [_task_score(records, t) for t in LONGBENCH_SUBSETS]
+    # the paper's column averages all 21 subsets; fewer is not "LongBench"
+    return float("nan") if any(math.isnan(v) for v in scores) else _mean(scores)
 
 
 def general_score(records: pd.DataFrame, column: str) -> float:
+    """The lm-eval score of the column's task. lm-eval reports some tasks under several metrics (GSM8K:
+    ``exact_match,strict-match`` and ``exact_match,flexible-extract``), each a record of the same task; their mean
+    is no metric at all, so one metric is taken: the only one, else ``GENERAL_METRICS``' choice, else "—"."""
     name = GENERAL_TASKS[column]
-    return _task_score(records, name)
+    sel = records[records["task"] == name]
+    metrics = sel["metric"].dropna().unique()
+    if len(metrics) > 1:
+        want = GENERAL_METRICS[column]
+        sel = sel[sel["metric"] == want] if want in set(metrics) else sel.iloc[0:0]
+    return _task_score(sel, name)
 
 
 COLUMN_FUNCS = {
@@ -92,9 +126,23 @@ COLUMN_FUNCS = {
 }
 
 
+def _key_str(value) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _config_keys(frame: pd.DataFrame, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """``keys`` plus every other configuration key (``CONFIG_KEYS``) that varies in ``frame``: runs of different
+    configurations (e.g. the Table 2 / Fig. 2 ablation runs beside the main LongRecipe run) get their own rows,
+    never one averaged cell; a key that is constant adds no column."""
+    extra = tuple(k for k in CONFIG_KEYS if k not in keys and k in frame
+                  and frame[k].map(_key_str).nunique() > 1)
+    return (*keys, *extra)
+
+
 def _table(frame: pd.DataFrame, keys: tuple[str, ...], columns: tuple[str, ...]) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=[*keys, *columns, "seeds"])
+    keys = _config_keys(frame, keys)
     rows = []
     keyed = frame.copy()
     for k in keys:
@@ -122,7 +170,7 @@ def final_stage(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame
     rank = frame["stage"].map(lambda s: STAGE_RANK.get(s, 99) if isinstance(s, str) else 99)
-    run = frame[[*RUN_KEYS, "seed"]].astype(str).agg("|".join, axis=1)
+    run = frame[[*(k for k in CONFIG_KEYS if k in frame), "seed"]].apply(lambda c: c.map(_key_str)).agg("|".join, axis=1)
     return frame[rank == rank.groupby(run).transform("max")]
 
 
@@ -132,8 +180,9 @@ def main_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def ablation_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Table 2: method × selection mode (w/o T = none, Random T = random, anchors) on long-context columns."""
-    return _table(frame, ("method", "selection"), LONG_COLUMNS)
+    """Table 2: method × selection mode (w/o T = none, Random T = random, anchors) on long-context columns,
+    final stage of each run (as Table 1: an evaluation of an earlier stage is not averaged in)."""
+    return _table(final_stage(frame), ("method", "selection"), LONG_COLUMNS)
 
 
 def stage_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -142,8 +191,8 @@ def stage_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def token_ratio_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Fig. 2: token ratio × long-context columns."""
-    return _table(frame, ("method", "token_ratio"), LONG_COLUMNS)
+    """Fig. 2: token ratio × long-context columns, final stage of each run."""
+    return _table(final_stage(frame), ("method", "token_ratio"), LONG_COLUMNS)
 
 
 def perplexity_table(frame: pd.DataFrame) -> pd.DataFrame:

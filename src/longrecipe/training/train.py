@@ -142,7 +142,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
 
-    from longrecipe.models.export import check_export_target, export_hf_model
+    from longrecipe.models.export import check_export_outside_run, check_export_target, export_hf_model
     from longrecipe.models.loading import base_model_config, check_vocab, load_tokenizer, resolve_dtype
     from longrecipe.models.module import LongContextLM
 
@@ -156,6 +156,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     export_dir = Path(cfg.export_dir) if export_dir else None
     overwrite = bool(cfg.get("overwrite", False))
     if export_dir is not None:
+        check_export_outside_run(export_dir, run_dir)
         check_export_target(export_dir, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
 

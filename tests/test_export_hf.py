@@ -104,3 +104,10 @@ def test_train_refuses_export_dir_that_is_or_contains_run_dir(tmp_path, export_r
     with pytest.raises(ValueError, match="export_dir=.* must not be run_dir=.* or a parent of it"):
         train(cfg)
     assert not run_dir.exists()
+
+
+def test_models_with_logit_scaling_are_refused_by_name(tiny_model_dir):
+    base = tiny_model_dir("llama", logit_scale=2.0)
+    cfg = {"pretrained": str(base), "attn_implementation": "sdpa"}
+    with pytest.raises(ValueError, match=r"model.pretrained: model_type 'llama' scales its logits \(logit_scale=2.0\)"):
+        build_model(cfg, ROPE, 1024, tokenizer=load_tokenizer(cfg))

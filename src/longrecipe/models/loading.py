@@ -171,8 +171,9 @@ def build_model(
     if tokenizer is not None:
         check_vocab(tokenizer, base)
     if getattr(base, "logit_scale", None) not in (None, 1, 1.0):
-        raise ValueError(f"model_type {base.model_type!r} scales logits (logit_scale={base.logit_scale}); the chunked "
-                         "loss does not implement it — use model.loss_impl=full")
+        raise ValueError(f"model.pretrained: model_type {base.model_type!r} scales its logits (logit_scale="
+                         f"{base.logit_scale}), which none of our losses (model.loss_impl) implement; use a Llama / "
+                         "Mistral / Qwen2-style model without logit scaling")
     config = scaled_config(base, rope_cfg, target_length)
     attn = resolve_attn_implementation(model_cfg.get("attn_implementation", "sdpa"))
     dtype = resolve_dtype(model_cfg.get("dtype"))

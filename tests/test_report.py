@@ -207,3 +207,30 @@ def test_gsm8k_strict_and_flexible_are_not_averaged(tmp_path):
     assert general_score(collect_results([tmp_path / "b"]), "GSM8K") == pytest.approx(50.0)  # the only metric
     _write(tmp_path / "c", [recs[1], {**recs[1], "metric": "exact_match,other", "score": 10.0}])
     assert math.isnan(general_score(collect_results([tmp_path / "c"]), "GSM8K"))  # ambiguous: "—"
+
+
+def test_perplexity_rows_keep_configurations_apart(tmp_path):
+    base = {"model_name": "tiny", "target_length": 1024, "method": "LongRecipe", "stage": "merge", "seed": 0}
+    _write(tmp_path / "r30", [_rec("ppl", 10.0, group="ppl", metric="ppl")], {**base, "token_ratio": 0.3})
+    _write(tmp_path / "r10", [_rec("ppl", 30.0, group="ppl", metric="ppl")], {**base, "token_ratio": 0.1})
+    ppl = perplexity_table(collect_results([tmp_path])).set_index("token_ratio")
+    assert ppl.loc[0.3, "ppl@1024"] == 10.0 and ppl.loc[0.1, "ppl@1024"] == 30.0  # not one row of 20
+
+
+def test_token_ratio_figure_draws_one_line_per_method(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from longrecipe.reporting import figures
+
+    table = pd.DataFrame({"method": ["LongRecipe", "LongRecipe", "PoSE"], "token_ratio": [0.1, 0.3, 0.3],
+                          "NIAH(M)": [60.0, 70.0, 65.0]})
+    drawn = []
+    real = figures.save_figure_atomic
+
+    def capture(fig, path):
+        drawn.extend(sorted((line.get_label(), len(line.get_xdata())) for line in fig.axes[0].get_lines()))
+        return real(fig, path)
+
+    monkeypatch.setattr(figures, "save_figure_atomic", capture)
+    assert figures.token_ratio_figure(table, tmp_path / "f.png").is_file()
+    assert drawn == [("LongRecipe NIAH(M)", 2), ("PoSE NIAH(M)", 1)]

@@ -25,7 +25,8 @@ def _finite(values) -> bool:
 
 
 def token_ratio_figure(table: pd.DataFrame, out: Path) -> Path | None:
-    """Fig. 2: long-context scores against token ratio (one line per column)."""
+    """Fig. 2: long-context scores against token ratio, one line per (method, column): points of different
+    methods are never joined into one line."""
     if table.empty or "token_ratio" not in table:
         return None
     table = table[table["token_ratio"] != "—"].copy()
@@ -38,8 +39,12 @@ def token_ratio_figure(table: pd.DataFrame, out: Path) -> Path | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for col in columns:
-        ax.plot(table["token_ratio"] * 100, table[col], marker="o", label=col)
+    methods = table.groupby("method", sort=True) if "method" in table else [(None, table)]
+    for method, rows in methods:
+        for col in columns:
+            if _finite(rows[col]):
+                label = col if method is None else f"{method} {col}"
+                ax.plot(rows["token_ratio"] * 100, rows[col], marker="o", label=label)
     ax.set_xlabel("tokens per sample (% of target window)")
     ax.set_ylabel("score")
     ax.set_title("Score vs token ratio (paper Fig. 2)")

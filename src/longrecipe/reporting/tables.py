@@ -202,7 +202,7 @@ def perplexity_table(frame: pd.DataFrame) -> pd.DataFrame:
     sel = frame[(frame["task"] == "ppl") & (frame["metric"].isin(["ppl", None]) | frame["metric"].isna())]
     if sel.empty:
         return pd.DataFrame()
-    keys = ["model_name", "target_length", "method", "stage"]
+    keys = list(_config_keys(sel, ("model_name", "target_length", "method", "stage")))
     sel = sel.copy()
     for k in keys:
         sel[k] = sel[k].astype(object).where(sel[k].notna(), "—")

@@ -241,6 +241,7 @@ class LongContextLM(L.LightningModule):
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         loss, n_tokens = self.compute_loss(batch)
         bsz = int(batch["input_ids"].shape[0])
+        loss = self._group_loss(loss.detach(), n_tokens)  # under SP: the token-weighted loss of the whole sample
         self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=bsz, sync_dist=True)
         self.log("val/ppl", torch.exp(loss.clamp(max=50.0)), on_step=False, on_epoch=True, batch_size=bsz,
                  sync_dist=True)

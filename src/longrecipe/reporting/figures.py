@@ -103,7 +103,8 @@ def perplexity_figure(table: pd.DataFrame, out: Path) -> Path | None:
         label = " / ".join(str(row[k]) for k in ("method", "stage") if k in row and row[k] != "—") or "run"
         ax.plot(lengths, [row[c] for c in cols], marker="o", label=label)
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.minorticks_off()
     ax.set_xlabel("evaluated context length (tokens)")
     ax.set_ylabel("perplexity")
     ax.legend(fontsize=7)

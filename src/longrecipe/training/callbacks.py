@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from longrecipe.parallel.groups import current_sequence_parallel
 from longrecipe.training.telemetry import flops_per_token, matmul_params, peak_flops_for_device, peak_memory_bytes
 from longrecipe.utils.io import write_text_atomic
 from longrecipe.utils.logging import get_logger
@@ -101,12 +102,17 @@ class TrainingTelemetry(L.Callback):
         self._t_last = now
         ids = batch["input_ids"]
         world = max(1, trainer.world_size)
+        # under sequence parallelism each rank holds a 1/sp shard of one sample: count samples once and use the
+        # whole sample length for the attention FLOPs
+        sp_state = current_sequence_parallel()
+        sp = sp_state.sp_size if sp_state is not None else 1
         tokens = int(ids.numel()) * world
-        samples = int(ids.shape[0]) * world
+        samples = int(ids.shape[0]) * world // sp
+        seq_len = int(ids.shape[1]) * sp
         tok_s = tokens / dt
         metrics: dict[str, float] = {"perf/tokens_per_s": tok_s, "perf/samples_per_s": samples / dt,
                                      "perf/peak_mem_gb": peak_memory_bytes(pl_module.device) / 2**30}
-        fpt = flops_per_token(pl_module.hf_model.config, int(ids.shape[1]), self._n_params, causal=self.causal)
+        fpt = flops_per_token(pl_module.hf_model.config, seq_len, self._n_params, causal=self.causal)
         metrics["perf/tflops_per_device"] = fpt * tok_s / world / 1e12
         if self._peak:
             metrics["perf/mfu"] = fpt * tok_s / (self._peak * world)
@@ -120,7 +126,7 @@ class TrainingTelemetry(L.Callback):
             rec = {"step": trainer.global_step, "batch": int(trainer.fit_loop.total_batch_idx),
                    "epoch": trainer.current_epoch,
                    "loss": None if loss is None else float(loss.detach().float().item()), "lr": lr,
-                   "tokens": tokens, "seq_len": int(ids.shape[1]), "time_s": dt,
+                   "tokens": tokens, "seq_len": seq_len, "time_s": dt,
                    **{k.split("/", 1)[1]: v for k, v in metrics.items()}}
             rec = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
             self.log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,7 @@ def load_essay_text(source: str | Path | None = None, *, seed: int = 0, min_word
     """Long natural text for the ``essay`` haystack.
 
     ``source``: ``None``/``"synthetic"`` (the built-in generated corpus, :mod:`longrecipe.tiny`), a text file, or a
-    folder whose files (sorted by name, e.g. nltk's ``corpora/state_union``) are concatenated.
+    folder whose .txt files (sorted by name, e.g. nltk's ``corpora/state_union``) are concatenated.
     """
     if source is None or str(source) == "synthetic":
         from longrecipe.tiny import synthetic_documents
@@ -66,25 +66,21 @@ def load_essay_text(source: str | Path | None = None, *, seed: int = 0, min_word
             batch += 1
         return "\n\n".join(docs)
     path = Path(source)
-    if path.is_file():
-        return _read_text(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "README")
-        if not files:
-            raise ValueError(f"essay_source folder {path} has no text files; point eval.essay_source at a corpus")
-        return "\n\n".join(_read_text(p) for p in files)
-    raise ValueError(
-        f"essay_source must be 'synthetic', a text file or a folder of text files, got {str(source)!r} "
-        "(not found); e.g. ../shared/nltk_data/corpora/state_union"
-    )
+    if not path.exists():
+        raise ValueError(
+            f"essay_source must be 'synthetic', a text file or a folder of text files, got {str(source)!r} "
+            "(not found); e.g. ../shared/nltk_data/corpora/state_union"
+        )
+    from longrecipe.data.readers import iter_documents
 
-
-def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
+    # the project's reader: .txt files in name order, invalid UTF-8 bytes (ISO-8859 corpora) read as latin-1
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:  # older corpora (nltk's state_union) are latin-1
-        return raw.decode("latin-1")
+        docs = [d.text for d in iter_documents(path, fmt="txt", encoding_errors="latin1", progress=False)]
+    except ValueError as err:
+        raise ValueError(f"essay_source {path}: {err}; point eval.essay_source at a corpus of text files") from err
+    if not docs:
+        raise ValueError(f"essay_source {path} holds no non-empty text; point eval.essay_source at a corpus")
+    return "\n\n".join(docs)
 
 
 class LengthTooShort(ValueError):

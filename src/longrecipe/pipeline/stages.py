@@ -252,42 +252,28 @@ def run_report(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dict:
     return {"path": str(out_dir / "report")}
 
 
-def _available(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def default_registry() -> StageRegistry:
-    """Every stage whose implementing module is present in this installation."""
+    """Every stage of the recipe, in order."""
     reg = StageRegistry()
     reg.register(Stage("base", run_base, _base_configure, produces="base_model",
                        description="save the model before extension"))
-    if _available("longrecipe.analysis.run"):
-        reg.register(Stage("analyze", run_analyze, _cmd_configure, produces="analysis",
-                           inputs=(StageInput("model", kind="base_model"),), description="impactful token analysis"))
-    if _available("longrecipe.selection.prepare"):
-        reg.register(Stage("prepare", run_prepare, _cmd_configure, produces="dataset",
-                           inputs=(StageInput("analysis", kind="analysis", required=False),
-                                   StageInput("model", kind="base_model")), description="LongRecipe data selection"))
-    if _available("longrecipe.training.train"):
-        reg.register(Stage("extend", run_extend, _train_configure, produces="model",
-                           inputs=(StageInput("model", kind="base_model"), StageInput("data", kind="dataset", required=False)),
-                           description="context extension training"))
-        reg.register(Stage("replay", run_replay, _train_configure, produces="model",
-                           inputs=(StageInput("model", kind="model"),), description="instruction data replay, lr 5e-6"))
+    reg.register(Stage("analyze", run_analyze, _cmd_configure, produces="analysis",
+                       inputs=(StageInput("model", kind="base_model"),), description="impactful token analysis"))
+    reg.register(Stage("prepare", run_prepare, _cmd_configure, produces="dataset",
+                       inputs=(StageInput("analysis", kind="analysis", required=False),
+                               StageInput("model", kind="base_model")), description="LongRecipe data selection"))
+    reg.register(Stage("extend", run_extend, _train_configure, produces="model",
+                       inputs=(StageInput("model", kind="base_model"), StageInput("data", kind="dataset", required=False)),
+                       description="context extension training"))
+    reg.register(Stage("replay", run_replay, _train_configure, produces="model",
+                       inputs=(StageInput("model", kind="model"),), description="instruction data replay, lr 5e-6"))
     reg.register(Stage("merge", run_merge, _merge_configure, produces="model",
                        inputs=(StageInput("tuned", kind="model"), StageInput("original", kind="base_model")),
                        description="λ1·θ_orig + λ2·θ_tuned"))
-    if _available("longrecipe.evaluation.runner"):
-        reg.register(Stage("evaluate", run_evaluate, _cmd_configure, produces="results",
-                           inputs=(StageInput("model", kind="model"),), description="long-context / general evaluation"))
-    if _available("longrecipe.reporting.report"):
-        reg.register(Stage("report", run_report, _cmd_configure, produces="report",
-                           inputs=(StageInput("results", kind="results"),), description="tables and figures"))
+    reg.register(Stage("evaluate", run_evaluate, _cmd_configure, produces="results",
+                       inputs=(StageInput("model", kind="model"),), description="long-context / general evaluation"))
+    reg.register(Stage("report", run_report, _cmd_configure, produces="report",
+                       inputs=(StageInput("results", kind="results"),), description="tables and figures"))
     return reg
 
 

@@ -42,13 +42,14 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from longrecipe.models.attention import is_flash, varlen_kwargs
 from longrecipe.utils.logging import get_logger
 
 log = get_logger(__name__)
 
 IGNORE_INDEX = -100
 MASK_FORMATS = ("bool", "additive", "none")
-_AUTO_MASK = {"sdpa": "bool", "eager": "additive", "flash_attention_2": "none", "flash_attention_3": "none"}
+_AUTO_MASK = {"sdpa": "bool", "eager": "additive"}
 LOSS_ON = ("response", "all")
 
 # field mappings of the supported public formats
@@ -354,17 +355,16 @@ def flash_attention_kwargs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     Use as ``model(input_ids=batch["input_ids"].view(1, -1), position_ids=batch["position_ids"].view(1, -1),
     **flash_attention_kwargs(batch))`` with ``attn_implementation="flash_attention_2"`` and no attention_mask.
     """
-    cu = batch["cu_seqlens"]
-    max_len = int(cu.diff().max())
-    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": max_len, "max_length_k": max_len}
+    return varlen_kwargs(batch["cu_seqlens"])
 
 
 def resolve_mask_format(mask_format: str, attn_implementation: str | None = "sdpa") -> str:
     """``auto`` -> the isolation that is exact for the attention kernel (checked by tests/test_replay.py).
 
     sdpa: boolean 4-D mask; eager: additive 4-D mask (eager *adds* the mask to the scores, so a
-    boolean one would silently not isolate); flash-attn: no mask — transformers builds the varlen
-    ``cu_seqlens`` from the restarting ``position_ids`` (or pass :func:`flash_attention_kwargs`).
+    boolean one would silently not isolate); flash kernels: no mask — ``LongContextLM`` flattens the batch to
+    one row and passes the batch's ``cu_seqlens`` explicitly (:func:`longrecipe.models.attention.flash_inputs`),
+    so documents stay apart at any batch size.
     With ``none`` on sdpa/eager the model must run with ``use_cache=False``: transformers only derives
     packed-document isolation from ``position_ids`` when no cache object exists.
     """
@@ -374,6 +374,8 @@ def resolve_mask_format(mask_format: str, attn_implementation: str | None = "sdp
 
         impl = "flash_attention_2" if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") else "sdpa"
     if mask_format == "auto":
+        if is_flash(impl):  # flash kernels: explicit cu_seqlens, see longrecipe.models.attention.flash_inputs
+            return "none"
         if impl not in _AUTO_MASK:
             raise ValueError(f"data.mask_format=auto knows attn_implementation {sorted(_AUTO_MASK)}, got {impl!r}; "
                              f"set data.mask_format to one of {list(MASK_FORMATS)}")

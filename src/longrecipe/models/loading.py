@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 
+from longrecipe.models.attention import REFERENCE_FLASH, TORCH_FLASH, check_attn_usable, is_kernel_name
 from longrecipe.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention")
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
@@ -53,10 +54,16 @@ def resolve_dtype(name: str | None) -> torch.dtype:
 
 
 def resolve_attn_implementation(name: str | None, *, cuda: bool | None = None) -> str:
-    """``auto`` → ``flash_attention_2`` on CUDA when ``flash_attn`` is installed, else ``sdpa``."""
+    """``auto`` → ``flash_attention_2`` on CUDA when ``flash_attn`` is installed, else ``sdpa``.
+
+    Besides the named implementations, an attention kernel ``owner/name`` is accepted (transformers loads it
+    through the ``kernels`` package), including the bundled ``longrecipe/flash-reference`` and
+    ``longrecipe/torch-flash`` (see :mod:`longrecipe.models.attention`); flash kernels are checked loadable here.
+    """
     name = "auto" if name is None else str(name)
-    if name not in ATTN_IMPLEMENTATIONS:
-        raise ValueError(f"model.attn_implementation must be one of {list(ATTN_IMPLEMENTATIONS)}, got {name!r}")
+    if name not in ATTN_IMPLEMENTATIONS and not is_kernel_name(name):
+        raise ValueError(f"model.attn_implementation must be one of {list(ATTN_IMPLEMENTATIONS)} or an attention "
+                         f"kernel 'owner/name' (e.g. {REFERENCE_FLASH!r}, {TORCH_FLASH!r}), got {name!r}")
     cuda = torch.cuda.is_available() if cuda is None else cuda
     have_fa = importlib.util.find_spec("flash_attn") is not None
     if name == "auto":
@@ -64,8 +71,11 @@ def resolve_attn_implementation(name: str | None, *, cuda: bool | None = None) -
     if name == "flash_attention_2" and not (cuda and have_fa):
         raise ValueError(
             "model.attn_implementation='flash_attention_2' needs a CUDA GPU and the flash-attn package "
-            "(pip install longrecipe[gpu]); use model.attn_implementation=sdpa on CPU"
+            f"(pip install longrecipe[gpu]); use model.attn_implementation=sdpa on CPU, or {TORCH_FLASH!r} on a GPU "
+            "without flash-attn"
         )
+    if is_kernel_name(name):
+        check_attn_usable(name, "model.attn_implementation")
     return name
 
 

@@ -19,6 +19,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from longrecipe.models.attention import flash_inputs, is_flash
 from longrecipe.models.loading import _plain, build_model
 from longrecipe.models.loss import causal_lm_loss
 from longrecipe.utils.logging import get_logger
@@ -44,31 +45,36 @@ def _transformers_extra_kwargs() -> frozenset[str]:
         return frozenset({"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k"})
 
 
-def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+def model_inputs(batch: Mapping[str, Any], attn_implementation: str | None = None) -> dict[str, Any]:
     """The keyword arguments for the base model: ids, positions, mask, plus extra keys it accepts.
 
     A missing ``attention_mask`` becomes all ones and missing ``position_ids`` ``arange(T)`` so the model
     never infers packed documents from position gaps. 4-D masks (packed replay) pass through unchanged,
     as do the transformers attention kwargs (``cu_seq_lens_q`` ...). Other keys are dropped.
+    For a flash ``attn_implementation`` the batch is flattened to one row with explicit sequence boundaries
+    (:func:`longrecipe.models.attention.flash_inputs`): position jumps are never read as document ends, and
+    packed documents stay apart at any batch size.
     """
     if "input_ids" not in batch:
         raise ValueError(f"batch must contain input_ids, got keys {sorted(batch)}")
     ids = batch["input_ids"]
     if ids.dim() != 2:
         raise ValueError(f"batch['input_ids'] must be [batch, seq], got shape {tuple(ids.shape)}")
-    out: dict[str, Any] = {"input_ids": ids}
-    mask = batch.get("attention_mask")
-    if mask is None and "cu_seqlens" in batch:
-        # packed replay for flash-attn: no mask at all; transformers' varlen path isolates the documents
-        # from the restarting position_ids (an all-ones mask here would let documents see each other)
-        out["attention_mask"] = None
-    else:
-        out["attention_mask"] = torch.ones_like(ids) if mask is None else mask
     pos = batch.get("position_ids")
     if pos is None:
         pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids)
     elif tuple(pos.shape) != tuple(ids.shape):
         raise ValueError(f"batch['position_ids'] must match input_ids {tuple(ids.shape)}, got {tuple(pos.shape)}")
+    if is_flash(attn_implementation):
+        return flash_inputs(batch, ids, pos)
+    out: dict[str, Any] = {"input_ids": ids}
+    mask = batch.get("attention_mask")
+    if mask is None and "cu_seqlens" in batch:
+        # packed replay without a mask (data.mask_format=none): transformers isolates the documents from the
+        # restarting position_ids (an all-ones mask here would let documents see each other)
+        out["attention_mask"] = None
+    else:
+        out["attention_mask"] = torch.ones_like(ids) if mask is None else mask
     out["position_ids"] = pos
     allowed = _transformers_extra_kwargs()
     for key, value in batch.items():
@@ -175,8 +181,9 @@ class LongContextLM(L.LightningModule):
     def hidden_states(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Final hidden states ``[B, T, D]`` of the base model for ``batch``."""
         base = self.hf_model.base_model
-        out = base(**model_inputs(batch), use_cache=False)
-        return out.last_hidden_state
+        ids = batch["input_ids"]
+        out = base(**model_inputs(batch, self.hf_model.config._attn_implementation), use_cache=False)
+        return out.last_hidden_state.reshape(*ids.shape, -1)  # flash inputs run as one flattened row
 
     def compute_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean next-token loss, n_tokens)`` for ``batch`` (labels ``-100`` ignored).

@@ -119,7 +119,8 @@ def _run_case(spec: dict[str, Any], state, world_size: int) -> dict[str, Any]:
     model, batch, dtype = _build(spec)
     ref = _reference(model, batch, dtype)
     sp_model = copy.deepcopy(model)
-    enable_ulysses(sp_model, core_attn_implementation="sdpa", sync_dynamic_rope=spec.get("sync_dynamic_rope", True))
+    enable_ulysses(sp_model, core_attn_implementation=spec.get("core_attn_implementation", "sdpa"),
+                   sync_dynamic_rope=spec.get("sync_dynamic_rope", True))
     try:
         if spec.get("tiled_mlp"):
             enable_tiled_mlp(sp_model, shards=spec.get("tiled_mlp_shards"))
@@ -184,7 +185,8 @@ def run_parity(specs: list[dict[str, Any]], sp_size: int = 2) -> list[dict[str, 
     ``tiny_model_config``), ``position_ids`` (``[B, T]`` nested list), ``dtype`` (float64 / float32),
     ``seed``, ``ignored_labels`` (``[(b, t), ...]`` set to -100) and the memory switches
     ``tiled_mlp`` / ``tiled_mlp_shards`` / ``tiled_logits_shards``; ``sync_dynamic_rope: false`` turns
-    off the RoPE hooks of :func:`~longrecipe.parallel.ulysses.enable_ulysses` (negative control).
+    off the RoPE hooks of :func:`~longrecipe.parallel.ulysses.enable_ulysses` (negative control);
+    ``core_attn_implementation`` picks the core attention (default ``sdpa``; e.g. ``longrecipe/flash-reference``).
     """
     import torch.multiprocessing as mp
 

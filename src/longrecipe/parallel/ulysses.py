@@ -66,8 +66,25 @@ def check_sequence_parallel_heads(config: Any, sp_size: int) -> None:
         )
 
 
+def check_core_attn_implementation(name: str) -> None:
+    """Raise ``ValueError`` naming ``strategy.core_attn_implementation`` unless ``name`` can run here.
+
+    Allowed: ``sdpa``, ``flash_attention_2/3`` and flash kernels ``owner/name`` (e.g. ``longrecipe/torch-flash``);
+    flash cores are loaded now, so a missing flash-attn package fails before the first step, not inside it.
+    """
+    from longrecipe.models.attention import check_attn_usable, is_flash, is_kernel_name
+
+    if name not in SUPPORTED_CORES and not (is_kernel_name(name) and is_flash(name)):
+        raise ValueError(
+            f"strategy.core_attn_implementation={name!r} is not supported under Ulysses; use one of "
+            f"{list(SUPPORTED_CORES)} or a flash kernel 'owner/name' such as 'longrecipe/torch-flash' (eager needs "
+            "an O(T^2) mask; 'sdpa' works on CPU and GPU)"
+        )
+    check_attn_usable(name, "strategy.core_attn_implementation")
+
+
 def _full_causal_core(core_fn):
-    """The core attention over the gathered full sequence: plain causal, positions hidden."""
+    """The sdpa core over the gathered full sequence: plain causal, positions hidden."""
 
     def core(module, query, key, value, attention_mask, *args, **kwargs):
         for name in _PACKED_KWARGS:
@@ -76,6 +93,44 @@ def _full_causal_core(core_fn):
         return core_fn(module, query, key, value, None, *args, is_causal=True, **kwargs)
 
     return core
+
+
+def _flash_core(implementation: str):
+    """A flash core over the gathered full sequence, under its real name.
+
+    transformers' ``flash_attention_forward`` picks its kernel from ``module.config._attn_implementation``, which
+    says ``longrecipe_ulysses`` here; so the kernel is called through ``_flash_attention_forward`` with
+    ``attn_implementation=implementation``, causal, and explicit boundaries: each gathered row is one sequence
+    (``cu_seq_lens = [0, T, 2T, ...]``), so no position jump can be read as a document end.
+    """
+    from transformers.integrations.flash_attention import get_target_dtype
+    from transformers.modeling_flash_attention_utils import _flash_attention_forward
+
+    from longrecipe.models.attention import varlen_kwargs
+
+    def core(module, query, key, value, attention_mask, *args, dropout: float = 0.0, scaling: float | None = None,
+             **kwargs):
+        for name in (*_PACKED_KWARGS, "is_causal", "output_attentions"):
+            kwargs.pop(name, None)
+        batch, _, seq, _ = query.shape  # [B, H/sp, T, D] after the all-to-all
+        cu = torch.arange(0, (batch + 1) * seq, seq, dtype=torch.int32, device=query.device)
+        out = _flash_attention_forward(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), None,
+                                       query_length=seq, is_causal=True, dropout=dropout, softmax_scale=scaling,
+                                       target_dtype=get_target_dtype(query, module),
+                                       attn_implementation=implementation, **varlen_kwargs(cu), **kwargs)
+        return out, None
+
+    return core
+
+
+def _core_for(implementation: str):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from longrecipe.models.attention import is_flash
+
+    if is_flash(implementation):
+        return _flash_core(implementation)
+    return _full_causal_core(ALL_ATTENTION_FUNCTIONS[implementation])
 
 
 @dataclass
@@ -92,12 +147,11 @@ class _UlyssesContext:
     def attention_for(self, batch_size: int):
         if batch_size not in self.attention:
             from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPAttentionHF
-            from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
             text = self.config.get_text_config()
             head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
             uattn = UlyssesSPAttentionHF(
-                attn=_full_causal_core(ALL_ATTENTION_FUNCTIONS[self.core_attn_implementation]),
+                attn=_core_for(self.core_attn_implementation),
                 batch_size=batch_size,
                 attn_head_count=text.num_attention_heads,
                 attn_head_size=head_dim,
@@ -202,11 +256,7 @@ def enable_ulysses(model: torch.nn.Module, *, group: Any = None, core_attn_imple
 
     from longrecipe.parallel.groups import current_sequence_parallel
 
-    if core_attn_implementation not in SUPPORTED_CORES:
-        raise ValueError(
-            f"strategy.core_attn_implementation={core_attn_implementation!r} is not supported under Ulysses; use one "
-            f"of {list(SUPPORTED_CORES)} (eager needs an O(T^2) mask; 'sdpa' works on CPU and GPU)"
-        )
+    check_core_attn_implementation(core_attn_implementation)
     if group is None:
         state = current_sequence_parallel()
         if state is None:

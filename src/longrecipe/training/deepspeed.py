@@ -57,7 +57,8 @@ class LongRecipeDeepSpeedStrategy(DeepSpeedStrategy):
         pin_memory: pin the offload buffers (faster host<->device copies, GPU only).
         sequence_parallel_size: Ulysses degree ``sp``; must divide the world size and the head counts.
         core_attn_implementation: attention run inside Ulysses on the gathered sequence (``sdpa``,
-            ``flash_attention_2``, ``flash_attention_3``).
+            ``flash_attention_2``, ``flash_attention_3`` or a flash kernel such as ``longrecipe/torch-flash``);
+            checked loadable when Ulysses is switched on, before the first step.
         tiled_mlp / tiled_mlp_shards: run decoder MLPs in sequence tiles (``null`` = ``ceil(T / hidden)``).
         tiled_logits / tiled_logits_shards: ask the LightningModule for a tiled logits+loss with this many tiles.
         checkpoint_offload: keep saved activations (checkpoint inputs with gradient checkpointing) on CPU.
@@ -88,11 +89,13 @@ class LongRecipeDeepSpeedStrategy(DeepSpeedStrategy):
         logging_batch_size_per_gpu: int | str = "auto",
         **deepspeed_kwargs: Any,
     ) -> None:
+        from longrecipe.models.attention import is_flash, is_kernel_name
         from longrecipe.parallel.ulysses import SUPPORTED_CORES
 
         _check_choice("zero_stage", int(zero_stage), (1, 2, 3))
         _check_choice("optimizer", optimizer, OPTIMIZER_CHOICES)
-        _check_choice("core_attn_implementation", core_attn_implementation, SUPPORTED_CORES)
+        if not (is_kernel_name(core_attn_implementation) and is_flash(core_attn_implementation)):
+            _check_choice("core_attn_implementation", core_attn_implementation, SUPPORTED_CORES)
         if int(sequence_parallel_size) < 1:
             raise ValueError(f"strategy.sequence_parallel_size must be >= 1, got {sequence_parallel_size}")
         if offload_parameters and int(zero_stage) != 3:

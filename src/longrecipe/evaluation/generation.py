@@ -39,10 +39,9 @@ def load_eval_model(
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}; e.g. eval dtype=bfloat16")
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"model_path must be an HF model folder with config.json, got {str(path)!r}; "
-                         "pass model_path=<exported model dir>")
+    from longrecipe.models.loading import resolve_model_ref
+
+    path = Path(resolve_model_ref(path, "model_path"))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "auto":
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

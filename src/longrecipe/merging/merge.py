@@ -221,8 +221,11 @@ def merge_models(
     """
     from tqdm.auto import tqdm
 
-    original = Path(original)
-    tuned_dirs = [Path(tuned)] if isinstance(tuned, (str, Path)) else [Path(t) for t in tuned]
+    from longrecipe.models.loading import resolve_model_ref
+
+    original = Path(resolve_model_ref(original, "original"))
+    tuned_list = [tuned] if isinstance(tuned, (str, Path)) else list(tuned)
+    tuned_dirs = [Path(resolve_model_ref(t, "tuned")) for t in tuned_list]
     output = Path(output)
     spec = build_spec(method, len(tuned_dirs), lam=lam, lambdas=lambdas, density=density)
     for d in (original, *tuned_dirs):

@@ -158,6 +158,7 @@ class LongContextLM(L.LightningModule):
     def _prepare_model(self) -> None:
         cfg = self.model.config
         cfg.use_cache = False
+        self.model.train()  # from_pretrained returns eval mode; Lightning would warn and dropout would be off
         if self.model_cfg.get("gradient_checkpointing", False):
             kwargs = {"use_reentrant": False}
             if hasattr(self.model, "activation_checkpointing_enable"):

@@ -131,7 +131,7 @@ def run_base(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from longrecipe.models.loading import base_model_config, check_vocab, load_tokenizer
+    from longrecipe.models.loading import base_model_config, check_vocab, load_tokenizer, resolve_model_ref
 
     cfg = compose_stage_config("train", stage_cfg["groups"], stage_cfg["config"])
     model_cfg = _plain(cfg.model)
@@ -140,7 +140,7 @@ def run_base(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dict:
     check_vocab(tokenizer, config)
     torch.manual_seed(int(cfg.seed))
     if model_cfg.get("pretrained"):
-        model = AutoModelForCausalLM.from_pretrained(str(model_cfg["pretrained"]))
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_ref(model_cfg["pretrained"]))
     else:
         model = AutoModelForCausalLM.from_config(config)
     path = out_dir / "model"

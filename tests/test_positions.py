@@ -55,33 +55,38 @@ def test_pose_exact_three_chunks():
     assert PoSE(12, num_chunks=3)(np.zeros(6, dtype=int), rng()).tolist() == [0, 1, 2, 3, 8, 11]
 
 
-IDS = np.array([5, 9, 5, 5, 9, 9, 5, 5])  # delimiter 9: segments [5 9] [5 5 9 9] [5 5]
+IDS = np.array([5, 9, 5, 5, 9, 9, 5, 5])  # delimiter 9, run rule: segments [5 9] [5 5 9 9] [5 5]
 
 
-def test_segments_end_after_delimiter_runs():
-    assert segment_starts_from_delimiters(IDS, [9]).tolist() == [0, 2, 6]
-    assert segment_starts_from_delimiters([9, 9, 1], [9]).tolist() == [0, 2]
+def test_segments_close_at_every_delimiter_by_default_and_after_runs_as_an_option():
+    # released code: [5 9] [5 5 9] [9] [5 5]; a delimiter after a delimiter is its own segment
+    assert segment_starts_from_delimiters(IDS, [9]).tolist() == [0, 2, 5, 6]
+    assert segment_starts_from_delimiters(IDS, [9], segmentation="run").tolist() == [0, 2, 6]
+    assert segment_starts_from_delimiters([9, 9, 1], [9]).tolist() == [0, 1, 2]
+    assert segment_starts_from_delimiters([9, 9, 1], [9], segmentation="run").tolist() == [0, 2]
     assert segment_starts_from_delimiters([1, 2, 9], [9]).tolist() == [0]
     assert segment_starts_from_delimiters([1, 2, 3], []).tolist() == [0]
     assert segment_starts_from_delimiters([700, 9, 3], [9]).tolist() == [0, 2]  # ids above the table
+    with pytest.raises(ValueError, match=r"position.segmentation must be one of \['each', 'run'\]"):
+        segment_starts_from_delimiters(IDS, [9], segmentation="sentences")
 
 
 def test_longrecipe_algorithm1_exact():
     # n=8, N=3, T=14: list of T-n+N = 9 slots; slots 1 + choice(8, 2) = {6, 7}
     # seg0 -> 0,1; seg1 at slot 6 -> 6 + (2-1) = 7..10; seg2 at slot 7 -> 7 + 1 + 3 = 11,12
-    scheme = LongRecipePositions(14, delimiter_ids=[9])
+    scheme = LongRecipePositions(14, delimiter_ids=[9], segmentation="run")
     assert scheme(IDS, rng()).tolist() == [0, 1, 7, 8, 9, 10, 11, 12]
 
 
 def test_longrecipe_max_skip_exact():
     # gaps U{0..3} = [3, 2] (sum 5 <= budget 6): seg1 starts 2+3 = 5, seg2 9+2 = 11
-    scheme = LongRecipePositions(14, max_skip=3, delimiter_ids=[9])
+    scheme = LongRecipePositions(14, max_skip=3, delimiter_ids=[9], segmentation="run")
     assert scheme(IDS, rng()).tolist() == [0, 1, 5, 6, 7, 8, 11, 12]
 
 
 def test_longrecipe_max_skip_rescaled_to_budget():
     # T=10, budget 2; gaps [5, 3] sum 8 -> floor(5*2/8)=1, floor(3*2/8)=0
-    scheme = LongRecipePositions(10, max_skip=5, delimiter_ids=[9])
+    scheme = LongRecipePositions(10, max_skip=5, delimiter_ids=[9], segmentation="run")
     assert scheme(IDS, rng()).tolist() == [0, 1, 3, 4, 5, 6, 7, 8]
 
 
@@ -229,13 +234,58 @@ def test_pose_degenerate_chunks():
 
 # --- tokenizer binding ------------------------------------------------------------------------------
 
-def test_bind_tokenizer_finds_the_tiny_tokenizers_delimiters(tiny_tokenizer):
+def test_bind_tokenizer_released_rule_on_the_tiny_tokenizer(tiny_tokenizer):
     ids = delimiter_token_ids(tiny_tokenizer)
+    decoded = {tiny_tokenizer.decode([i]) for i in ids}
+    assert decoded and decoded <= {".", "\n", "?", "!", ".\n"}  # exact matches only
+    scheme = LongRecipePositions(4096).bind_tokenizer(tiny_tokenizer)
+    assert scheme.delimiter_ids == tuple(ids.tolist())
+    enc = np.asarray(tiny_tokenizer("It was green.\n\nWe", add_special_tokens=False)["input_ids"])
+    pieces = [tiny_tokenizer.decode(part) for part in np.split(enc, scheme.segment_starts(enc)[1:])]
+    assert "".join(pieces) == "It was green.\n\nWe"
+    assert scheme.segment_starts(enc).tolist() == released_split_starts(enc.tolist(), set(ids.tolist()))
+
+
+def released_split_starts(ids: list[int], delimiters: set[int]) -> list[int]:
+    """Independent re-statement of the released splitter's loop (FSProcessor.split_sentences): grow the current
+    segment token by token; a delimiter token is appended and closes it (alone if the segment was empty)."""
+    segments, current = [], []
+    for tok in ids:
+        current.append(tok)
+        if tok in delimiters:
+            segments.append(current)
+            current = []
+    if current:
+        segments.append(current)
+    starts, offset = [], 0
+    for seg in segments:
+        starts.append(offset)
+        offset += len(seg)
+    return starts
+
+
+@pytest.mark.parametrize("ids", [
+    [5, 9, 5, 5, 9, 9, 5, 5],             # consecutive delimiters
+    [9, 9, 1, 2, 8, 3],                   # leading delimiters, ".\n"-like id 8
+    [1, 2, 3, 9],                         # trailing delimiter
+    [8, 8, 8],                            # only delimiters
+    [1, 2, 3],                            # none
+    list(np.random.default_rng(0).integers(0, 12, size=400)),
+])
+def test_segmentation_equals_the_released_splitter(ids):
+    delims = {8, 9}
+    got = segment_starts_from_delimiters(np.asarray(ids), sorted(delims)).tolist()
+    assert got == released_split_starts(list(ids), delims)
+
+
+def test_bind_tokenizer_suffix_match_and_run_rule_options(tiny_tokenizer):
+    ids = delimiter_token_ids(tiny_tokenizer, (".", "!", "?", "\n"), match="suffix")
     decoded = [tiny_tokenizer.decode([i]) for i in ids]
     for d in (".", "!", "?", "\n"):
         assert any(text.endswith(d) for text in decoded)
     assert all(text.endswith((".", "!", "?", "\n")) for text in decoded)
-    scheme = LongRecipePositions(4096).bind_tokenizer(tiny_tokenizer)
+    scheme = LongRecipePositions(4096, delimiters=(".", "!", "?", "\n"), delimiter_match="suffix",
+                                 segmentation="run").bind_tokenizer(tiny_tokenizer)
     assert scheme.delimiter_ids == tuple(ids.tolist())
     text = "Alice built the bridge. Did Bob know?\nIt was green! We"
     enc = np.asarray(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -258,11 +308,13 @@ def _wrapped(vocab: list[str], decoder):
 def test_delimiter_ids_from_byte_level_and_sentencepiece_pieces():
     from tokenizers import decoders
 
-    bpe = _wrapped(["<unk>", "Ġ.", ".Ċ", "Ċ", "ĊĊ", "Ġthe", "?!", ".)", "Ġ", "Mr."], decoders.ByteLevel())
-    assert delimiter_token_ids(bpe).tolist() == [1, 2, 3, 4, 6, 9]
+    bpe = _wrapped(["<unk>", "Ġ.", ".Ċ", "Ċ", "ĊĊ", "Ġthe", "?!", ".)", "Ġ", "Mr.", "."], decoders.ByteLevel())
+    assert delimiter_token_ids(bpe).tolist() == [2, 3, 10]  # exact: ".\n", "\n", "."
+    assert delimiter_token_ids(bpe, (".", "!", "?", "\n"), match="suffix").tolist() == [1, 2, 3, 4, 6, 9, 10]
     sp = _wrapped(["<unk>", "▁.", "▁the", "!", "▁?", "<0x0A>"], decoders.Sequence(
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]))
-    assert delimiter_token_ids(sp).tolist() == [1, 3, 4, 5]
+    assert delimiter_token_ids(sp).tolist() == [3, 5]
+    assert delimiter_token_ids(sp, (".", "!", "?", "\n"), match="suffix").tolist() == [1, 3, 4, 5]
 
 
 # --- Hydra configs ----------------------------------------------------------------------------------
@@ -276,9 +328,12 @@ def test_hydra_position_configs_build_the_schemes():
     built = {name: instantiate(cfg.schemes[name]) for name in cfg.schemes}
     assert built == {
         "flt": FullLength(5000), "rpes": RandomizedPositions(5000), "pose": PoSE(5000, num_chunks=3),
-        "longrecipe": LongRecipePositions(5000, max_skip=7),
+        "longrecipe": LongRecipePositions(5000, max_skip=7), "pose_release": PoSE(5000, variant="longrecipe_release"),
     }
-    assert built["longrecipe"].delimiters == (".", "!", "?", "\n")
+    assert list(cfg.full_length_schemes) == ["flt"]
+    assert built["longrecipe"].delimiters == (".", "\n", "?", "!", ".\n")
+    assert (built["longrecipe"].delimiter_match, built["longrecipe"].segmentation) == ("exact", "each")
+    assert not built["longrecipe"].leading_block
     swapped = compose("positions", ["position@schemes.longrecipe=rpes"])
     assert instantiate(swapped.schemes.longrecipe) == RandomizedPositions(80000)
 
@@ -339,3 +394,82 @@ def test_bind_tokenizer_keeps_explicit_delimiter_ids(tiny_tokenizer):
     scheme = LongRecipePositions(4096, delimiter_ids=[9]).bind_tokenizer(tiny_tokenizer)
     assert scheme.delimiter_ids == (9,)
     assert scheme.segment_starts(IDS).tolist() == LongRecipePositions(4096, delimiter_ids=[9]).segment_starts(IDS).tolist()
+
+
+# --- the paper's / released code's variants and their statistics --------------------------------------
+
+def test_release_pose_draws_as_the_released_code():
+    """cut lt ~ U{0..B}, skip rt ~ U{lt..B}; no skip when lt >= n (the released code truncates) or lt = 0."""
+    from longrecipe.positions.pose import release_pose_positions
+
+    n, target = 6, 20  # B = 14
+    seen_cuts, no_skip = set(), 0
+    for seed in range(400):
+        pos = release_pose_positions(np.random.default_rng(seed), n, target)
+        assert_invariants(pos, n, target)
+        jumps = np.flatnonzero(np.diff(pos) != 1)
+        assert jumps.size <= 1
+        if jumps.size == 0:
+            no_skip += 1
+            continue
+        lt = int(jumps[0]) + 1
+        rt = int(pos[lt] - lt)
+        assert 0 < lt < n and lt <= rt <= target - n
+        seen_cuts.add(lt)
+    assert seen_cuts == {1, 2, 3, 4, 5}
+    # P(no skip) = 1 - (n - 1) / (B + 1) = 1 - 5/15
+    assert no_skip / 400 == pytest.approx(10 / 15, abs=3 * np.sqrt(2 / 9 / 400))
+
+
+@pytest.mark.parametrize("n,target", [(38_400, 128_000), (2_400, 8_000)])
+def test_release_pose_distance_matches_its_closed_form(n, target):
+    from longrecipe.positions.pose import release_pose_expected_distance
+    from longrecipe.positions.stats import average_distance
+
+    scheme = PoSE(target, variant="longrecipe_release")
+    samples = [scheme(np.zeros(n, dtype=np.int64), np.random.default_rng(s)) for s in range(300)]
+    dist = np.array([average_distance(p) for p in samples])
+    no_skip = np.mean([bool(np.all(np.diff(p) == 1)) for p in samples])
+    want_no_skip, want_dist = release_pose_expected_distance(n, target)
+    assert no_skip == pytest.approx(want_no_skip, abs=3 * np.sqrt(want_no_skip * (1 - want_no_skip) / 300))
+    assert dist.mean() == pytest.approx(want_dist, abs=3.5 * dist.std() / np.sqrt(300))
+    if target == 128_000:  # the paper's Fig. 3 PoSE distance at 128k / 38.4k is 21.3k
+        assert 20_000 < want_dist < 22_500
+
+
+def test_scheme_distances_match_closed_forms():
+    """FLT over the full window: (T+1)/3 exactly; RPES (uniform subset with 0): ~(T+1)/3; Zhu et al.'s PoSE
+    (one cut c ~ U{1..n-1}, skip u ~ U{0..B}): (n+1)/3 + E[u] E[c(n-c)] / C(n,2)."""
+    from longrecipe.positions.stats import average_distance
+
+    target, n, runs = 20_000, 6_000, 200
+    assert average_distance(FullLength(target)(np.zeros(target, dtype=np.int64), rng())) == pytest.approx(
+        (target + 1) / 3, rel=1e-12)
+    rpes = np.array([average_distance(RandomizedPositions(target)(np.zeros(n, dtype=np.int64),
+                                                                  np.random.default_rng(s))) for s in range(runs)])
+    assert rpes.mean() == pytest.approx((target + 1) / 3, rel=3e-3)
+    pose = np.array([average_distance(PoSE(target)(np.zeros(n, dtype=np.int64), np.random.default_rng(s)))
+                     for s in range(runs)])
+    c = np.arange(1, n, dtype=np.float64)
+    want = (n + 1) / 3 + (target - n) / 2 * np.mean(c * (n - c)) / (n * (n - 1) / 2)
+    assert pose.mean() == pytest.approx(want, abs=3.5 * pose.std() / np.sqrt(runs))
+
+
+def test_leading_block_option_is_the_released_training_prefix():
+    """positions[:r] = 0..r-1 with r ~ U{1..(n+1)//2} drawn after Algorithm 1; the rest unchanged."""
+    n, target = 41, 400
+    starts = np.arange(0, n, 4)
+    plain = LongRecipePositions(target)
+    block = LongRecipePositions(target, leading_block=True)
+    drawn = set()
+    for seed in range(300):
+        g = np.random.default_rng(seed)
+        a = plain(np.zeros(n, dtype=np.int64), g, segment_starts=starts)
+        r = int(g.integers(1, (n + 1) // 2 + 1))
+        b = block(np.zeros(n, dtype=np.int64), np.random.default_rng(seed), segment_starts=starts)
+        assert_invariants(b, n, target)
+        assert b.tolist() == list(range(r)) + a[r:].tolist()
+        drawn.add(r)
+    assert drawn == set(range(1, (n + 1) // 2 + 1))
+    with pytest.raises(ValueError, match="position.leading_block must be true or false"):
+        LongRecipePositions(target, leading_block="yes")

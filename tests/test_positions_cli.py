@@ -27,13 +27,16 @@ def test_synthetic_corpus_end_to_end(tmp_path, tiny_tokenizer_dir):
     assert saved["results"] == result["results"]
     assert (out / "positions.png").stat().st_size > 1000
     table = (out / "table.md").read_text()
-    assert table.startswith("| scheme | target length | sample length | avg distance among tokens")
-    assert table.count("\n") == 2 + 8
+    assert table.startswith("Definitions (paper Fig. 3") and "mean ± standard deviation over the samples" in table
+    assert "| scheme | target length | sample length | samples | avg distance among tokens" in table
+    assert table.count("\n") == 2 + 2 + 10  # definitions + blank, header, 5 schemes x 2 targets
     rows = _by(result)
-    assert rows[("flt", 4000)]["sample_length"] == 1200
-    assert rows[("flt", 4000)]["avg_distance"] == pytest.approx(1201 / 3)
-    assert rows[("flt", 8000)]["max_position"] == 2399
-    assert rows[("flt", 8000)]["coverage"] == pytest.approx(0.30)
+    # FLT is full-length training: samples of the whole window (paper §5.1), distance (T + 1) / 3
+    assert rows[("flt", 4000)]["sample_length"] == 4000 and rows[("rpes", 4000)]["sample_length"] == 1200
+    assert rows[("flt", 4000)]["avg_distance"] == pytest.approx(4001 / 3)
+    assert rows[("flt", 8000)]["max_position"] == 7999 and rows[("flt", 8000)]["avg_distance_std"] == 0.0
+    assert rows[("flt", 8000)]["coverage"] == pytest.approx(1.0)
+    assert rows[("pose_release", 8000)]["num_samples"] == 2
     for target in (4000, 8000):
         assert rows[("rpes", target)]["avg_segment_length"] < 1.6
         assert rows[("longrecipe", target)]["max_position_max"] < target
@@ -53,8 +56,8 @@ def test_state_union_paper_settings(tmp_path, tiny_tokenizer_dir, state_union_di
     assert rows[("rpes", 128000)]["sample_length"] == 38400
     for target in (80000, 128000):
         n = round(0.3 * target)
-        assert rows[("flt", target)]["max_position"] == n - 1
-        assert rows[("flt", target)]["coverage"] == pytest.approx(0.30)
+        assert rows[("flt", target)]["max_position"] == target - 1 and rows[("rpes", target)]["sample_length"] == n
+        assert rows[("flt", target)]["coverage"] == pytest.approx(1.0)
         assert rows[("rpes", target)]["avg_segment_length"] < 1.5  # ~1/(1-0.3)
         assert rows[("rpes", target)]["coverage"] == 1.0
         assert rows[("longrecipe", target)]["coverage"] > rows[("pose", target)]["coverage"]

@@ -22,6 +22,13 @@ Two ways to draw the gaps (re-drawn for every sample):
   the budget, so the last position stays ``< L'`` (the paper stops "until the last position does not
   exceed L"). ``M = 0`` keeps the segments contiguous.
 
+Segments (``delimiter_match``, ``segmentation``): by default as the authors' released generator cuts them -- every
+delimiter token (exactly ``. \n ? ! .\n``) closes a segment, see :mod:`longrecipe.positions.segments`.
+
+``leading_block=True`` adds what the released *training* code does on top (``utils/preprocess_data.py``, not in the
+paper): the first ``r ~ U{1..(n+1)//2}`` tokens of each sample get contiguous positions ``0..r-1``, the rest keep
+their Algorithm 1 positions (which are ``>= r`` there, so the sequence stays strictly increasing). Off by default.
+
 Note: eq. (6) as printed has an extra ``+1`` (``pos(s_{i-1}) + |s_{i-1}| + g(s_i) + 1``), which would
 leave a hole even for ``M = 0`` and contradicts the sentence "when M = 0 the position indices of the
 two segments will be continuous"; we follow the text.
@@ -44,6 +51,8 @@ from longrecipe.positions.base import (
 )
 from longrecipe.positions.segments import (
     DEFAULT_DELIMITERS,
+    DELIMITER_MATCHES,
+    SEGMENTATIONS,
     delimiter_table,
     delimiter_token_ids,
     starts_from_table,
@@ -89,6 +98,9 @@ class LongRecipePositions(PositionScheme):
     max_skip: int | None = None
     delimiter_ids: Sequence[int] | None = None
     delimiters: Sequence[str] = DEFAULT_DELIMITERS
+    delimiter_match: str = "exact"
+    segmentation: str = "each"
+    leading_block: bool = False
     name: ClassVar[str] = "longrecipe"
     _table: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -102,8 +114,14 @@ class LongRecipePositions(PositionScheme):
         delims = self.delimiters
         if isinstance(delims, str) or not all(isinstance(d, str) and d for d in delims) or not len(delims):
             raise ValueError(f"delimiters must be a non-empty list of non-empty strings, got {delims!r}; "
-                             "use the paper's ['.', '!', '?', '\\n']")
+                             "use the released code's ['.', '\\n', '?', '!', '.\\n']")
         object.__setattr__(self, "delimiters", tuple(delims))
+        for field_name, allowed in (("delimiter_match", DELIMITER_MATCHES), ("segmentation", SEGMENTATIONS)):
+            if getattr(self, field_name) not in allowed:
+                raise ValueError(f"position.{field_name} must be one of {list(allowed)}, got "
+                                 f"{getattr(self, field_name)!r} ({allowed[0]!r} = the authors' released code)")
+        if not isinstance(self.leading_block, bool):
+            raise ValueError(f"position.leading_block must be true or false, got {self.leading_block!r}")
         if self.delimiter_ids is not None:
             ids = tuple(int(i) for i in self.delimiter_ids)
             object.__setattr__(self, "delimiter_ids", ids)
@@ -114,9 +132,10 @@ class LongRecipePositions(PositionScheme):
         ``delimiter_ids`` (config) take precedence and are kept as given."""
         if self.delimiter_ids is not None:
             return self
-        ids = delimiter_token_ids(tokenizer, self.delimiters)
+        ids = delimiter_token_ids(tokenizer, self.delimiters, match=self.delimiter_match)
         if ids.size == 0:
-            log.warning("tokenizer has no token ending with %s: every sample is one segment", list(self.delimiters))
+            log.warning("tokenizer has no delimiter token (%s match of %s): every sample is one segment",
+                        self.delimiter_match, list(self.delimiters))
         return replace(self, delimiter_ids=tuple(ids.tolist()))
 
     def segment_starts(self, input_ids: Any) -> np.ndarray:
@@ -126,16 +145,20 @@ class LongRecipePositions(PositionScheme):
                 "LongRecipePositions has no delimiter_ids: call scheme.bind_tokenizer(tokenizer) first "
                 "(the DataModule does), pass delimiter_ids=[...], or pass segment_starts=... per sample"
             )
-        return starts_from_table(np.asarray(input_ids), self._table)
+        return starts_from_table(np.asarray(input_ids), self._table, self.segmentation)
 
     def _positions(self, input_ids: np.ndarray, rng: np.random.Generator, segment_starts: np.ndarray | None) -> np.ndarray:
         n = input_ids.shape[0]
         starts = self.segment_starts(input_ids) if segment_starts is None else segment_starts
         num_segments = starts.shape[0]
         if num_segments == 1:
-            return np.arange(n, dtype=np.int64)
-        if self.max_skip is None:
-            offsets = algorithm1_offsets(rng, n, num_segments, self.target_length)
+            positions = np.arange(n, dtype=np.int64)
+        elif self.max_skip is None:
+            positions = offsets_to_positions(n, starts, algorithm1_offsets(rng, n, num_segments, self.target_length))
         else:
-            offsets = bounded_skip_offsets(rng, n, num_segments, self.target_length, self.max_skip)
-        return offsets_to_positions(n, starts, offsets)
+            positions = offsets_to_positions(
+                n, starts, bounded_skip_offsets(rng, n, num_segments, self.target_length, self.max_skip))
+        if self.leading_block:
+            r = int(rng.integers(1, (n + 1) // 2 + 1))  # released code: randint(1, (n + 1) // 2), both ends included
+            positions[:r] = np.arange(r, dtype=np.int64)
+        return positions

@@ -1,9 +1,11 @@
 """Position statistics of every scheme on real text (paper Fig. 3): the logic behind ``longrecipe-positions``.
 
 ``run_position_stats(cfg)`` reads a corpus (``longrecipe.data.readers.iter_documents``: a folder of ``.txt`` files, or the synthetic
-corpus), tokenizes it, cuts ``num_samples`` random windows of ``round(token_ratio * T)`` tokens for
-each target length ``T``, applies every configured scheme and averages the statistics of
-:mod:`longrecipe.positions.stats`. It writes ``stats.json``, ``table.md`` and ``positions.png``.
+corpus), tokenizes it, cuts ``num_samples`` random windows for each target length ``T`` -- of ``T`` tokens for
+the full-length schemes (``full_length_schemes``: FLT trains on ``arange(T)``, paper §5.1), of
+``round(token_ratio * T)`` tokens for the others -- applies every configured scheme and reports the mean and the
+standard deviation over samples of each statistic of :mod:`longrecipe.positions.stats`. It writes ``stats.json``,
+``table.md`` (with the definitions) and ``positions.png``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from longrecipe.utils.seeding import sample_rng
 log = get_logger(__name__)
 
 STAT_KEYS = ("avg_distance", "avg_segment_length", "max_position", "coverage")
+DEFINITIONS = (
+    "Definitions (paper Fig. 3; `longrecipe.positions.stats`): *avg distance* = mean |p_i - p_j| over all pairs of "
+    "tokens of a sample; *avg continuous segment length* = sample length / number of maximal runs of consecutive "
+    "positions; *max position* = largest position id; *distance coverage* = share of the 100 equal buckets of "
+    "relative distances 1..T-1 reached by at least one pair. Each cell: mean ± standard deviation over the samples "
+    "(random windows of the corpus). Full-length schemes (FLT) use samples of the whole window T, the others "
+    "samples of token_ratio x T tokens."
+)
 
 
 def load_documents(cfg: Any) -> tuple[list[str], dict[str, Any]]:
@@ -87,14 +97,16 @@ def sample_windows(stream: np.ndarray, length: int, count: int, rng: np.random.G
 def format_table(records: Sequence[dict[str, Any]]) -> str:
     """A markdown table of the averaged statistics, one row per (target length, scheme)."""
     lines = [
-        "| scheme | target length | sample length | avg distance among tokens | avg continuous segment length "
-        "| max position | distance coverage |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| scheme | target length | sample length | samples | avg distance among tokens "
+        "| avg continuous segment length | max position | distance coverage |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         lines.append(
-            f"| {r['scheme']} | {r['target_length']:,} | {r['sample_length']:,} | {r['avg_distance']:,.1f} "
-            f"| {r['avg_segment_length']:,.2f} | {r['max_position']:,.0f} | {r['coverage']:.3f} |"
+            f"| {r['scheme']} | {r['target_length']:,} | {r['sample_length']:,} | {r['num_samples']} "
+            f"| {r['avg_distance']:,.1f} ± {r['avg_distance_std']:,.1f} "
+            f"| {r['avg_segment_length']:,.2f} ± {r['avg_segment_length_std']:,.2f} "
+            f"| {r['max_position']:,.0f} ± {r['max_position_std']:,.0f} | {r['coverage']:.3f} ± {r['coverage_std']:.3f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -169,14 +181,21 @@ def run_position_stats(cfg: Any) -> dict[str, Any]:
     corpus_info.update(tokens=int(stream.shape[0]), tokenizer=str(getattr(tokenizer, "name_or_path", "")))
     log.info("corpus %s: %d documents, %d tokens", corpus_info["source"], len(texts), stream.shape[0])
 
+    full_length = set(cfg.get("full_length_schemes") or [])
+    unknown = sorted(full_length - set(names))
+    if unknown:
+        raise ValueError(f"full_length_schemes names {unknown}, which are not in schemes {names}")
     records: list[dict[str, Any]] = []
     progress = tqdm(total=len(targets) * len(names) * num_samples, desc="position stats", leave=False)
     for t_idx, target in enumerate(targets):
-        length = max(2, round(ratio * target))
-        windows = sample_windows(stream, length, num_samples, np.random.default_rng([int(cfg.seed), target]))
+        sample_length = max(2, round(ratio * target))
+        samples = {length: sample_windows(stream, length, num_samples, np.random.default_rng([int(cfg.seed), length]))
+                   for length in {sample_length, *([target] if full_length else [])}}
         node = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
         node.target_length = target
         for s_idx, name in enumerate(names):
+            length = target if name in full_length else sample_length
+            windows = samples[length]
             scheme = instantiate(node.schemes[name]).bind_tokenizer(tokenizer)
             rows = []
             for k, window in enumerate(windows):
@@ -193,12 +212,13 @@ def run_position_stats(cfg: Any) -> dict[str, Any]:
             records.append(record)
     progress.close()
 
-    markdown = format_table(records)
+    markdown = f"{DEFINITIONS}\n\n" + format_table(records)
     log.info("position statistics (%s, %d samples each):\n%s", corpus_info["source"], num_samples, markdown)
     result = {
         "corpus": corpus_info,
         "token_ratio": ratio,
         "num_buckets": int(cfg.num_buckets),
+        "definitions": DEFINITIONS,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "results": records,
     }

@@ -170,3 +170,17 @@ def test_prepared_dataset_trains_one_step(tiny_model_dir, tmp_path):
                             f"run_dir={tmp_path / 'run'}", "trainer.accelerator=cpu", "data.val_fraction=0.0"])
     result = train(cfg)
     assert result["global_step"] == 1
+
+
+def test_prepare_writes_the_training_segments(tiny_tokenizer_dir, tiny_tokenizer, tmp_path):
+    """The default splitter cuts with the rule training uses (released splitter: every delimiter token closes a
+    segment), so re-segmenting a prepared sample with the bound training scheme gives its segment_starts."""
+    from longrecipe.positions import LongRecipePositions
+
+    _prepare(tiny_tokenizer_dir, tmp_path / "p", "selection=none", "splitter=auto")
+    scheme = LongRecipePositions(512).bind_tokenizer(tiny_tokenizer)
+    rows = _load(tmp_path / "p")
+    assert rows
+    for row in rows:
+        ids = np.asarray(row["input_ids"])
+        assert np.asarray(row["segment_starts"]).tolist() == scheme.segment_starts(ids).tolist()

@@ -69,8 +69,8 @@ def sorted_subset(rng: np.random.Generator, population: int, k: int) -> np.ndarr
     """``k`` distinct integers drawn uniformly from ``[0, population)``, returned sorted (int64).
 
     Every ``k``-subset is equally likely. numpy's ``choice(replace=False, shuffle=False)`` is a
-    partial Fisher-Yates (or Floyd's algorithm for small ``k``) in C, then an O(k log k) sort:
-    about 0.3 ms for 24k of 80k on one core (measured), far from being a bottleneck.
+    partial Fisher-Yates (or Floyd's algorithm for small ``k``) in C, then sorted: by an O(k log k) sort for sparse
+    draws, by marking a boolean mask and reading it back (O(population), same result) for dense ones.
     """
     if not 0 <= k <= population:
         raise ValueError(f"k must be in [0, population={population}], got {k}")
@@ -79,6 +79,10 @@ def sorted_subset(rng: np.random.Generator, population: int, k: int) -> np.ndarr
     if k == population:
         return np.arange(population, dtype=np.int64)
     out = rng.choice(population, size=k, replace=False, shuffle=False).astype(np.int64, copy=False)
+    if population <= 64 * k:  # dense draws (RPES: 30 % of the window): an O(population) mask beats the sort ~4x
+        mask = np.zeros(population, dtype=bool)
+        mask[out] = True
+        return np.flatnonzero(mask).astype(np.int64, copy=False)
     out.sort()
     return out
 

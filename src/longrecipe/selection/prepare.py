@@ -7,9 +7,10 @@ concatenation to exactly ``budget = round(token_ratio * target_length)`` tokens.
 ``budget`` tokens are skipped (counted). With ``n_samples`` the samples are then truncated or upsampled
 (extra copies drawn in proportion to their anchor-token share in ``anchors`` mode, uniformly otherwise).
 
-Sentence splitting (``splitter``): ``delimiters`` — the tokenizer's own delimiter tokens, exactly the segments of
-the position scheme (``positions.segments``); ``punkt`` — nltk punkt sentence spans mapped to tokens; ``auto`` —
-punkt when its data is installed, else delimiters.
+Sentence splitting (``splitter``): ``delimiters`` (default; ``auto`` is the same) — the tokenizer's own delimiter
+tokens with the training rule (``delimiters``, ``delimiter_match``, ``segmentation``; defaults = the position scheme's
+= the authors' released splitter, ``positions.segments``), so the written boundaries are the segments training uses;
+``punkt`` — nltk punkt sentence spans mapped to tokens, only when asked for.
 
 Output (the "prepared dataset" contract of CONTRIBUTING): an HF ``datasets`` folder with ``input_ids`` (int32),
 ``segment_starts`` (int32, one per kept sentence, first 0) and ``doc_ids`` (the source document of each segment),
@@ -103,7 +104,12 @@ def prepare_dataset(cfg) -> dict:
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
-    from longrecipe.positions.segments import delimiter_table, delimiter_token_ids, starts_from_table
+    from longrecipe.positions.segments import (
+        DEFAULT_DELIMITERS,
+        delimiter_table,
+        delimiter_token_ids,
+        starts_from_table,
+    )
 
     budget = _validate(cfg)
     out = Path(str(cfg.output_dir))
@@ -114,7 +120,7 @@ def prepare_dataset(cfg) -> dict:
                                if selector.uses_anchors else ([], None))
     tokenizer = AutoTokenizer.from_pretrained(str(cfg.tokenizer))
     tagger = load_tagger(str(cfg.pos_tagger)) if anchors else None
-    splitter = cfg.splitter if cfg.splitter != "auto" else ("punkt" if punkt_available() else "delimiters")
+    splitter = "delimiters" if cfg.splitter == "auto" else str(cfg.splitter)
     if splitter == "punkt":
         if not punkt_available():
             raise ValueError("splitter=punkt but nltk punkt data is missing; install it with "
@@ -122,7 +128,9 @@ def prepare_dataset(cfg) -> dict:
         from nltk.tokenize.punkt import PunktTokenizer
 
         punkt = PunktTokenizer("english")
-    table = delimiter_table(delimiter_token_ids(tokenizer))
+    segmentation = str(cfg.get("segmentation", "each"))
+    table = delimiter_table(delimiter_token_ids(tokenizer, tuple(cfg.get("delimiters") or DEFAULT_DELIMITERS),
+                                                match=str(cfg.get("delimiter_match", "exact"))))
     target = int(cfg.target_length)
     need_offsets = tagger is not None or splitter == "punkt"
     corpus = OmegaConf.to_container(cfg.corpus, resolve=True)
@@ -141,7 +149,7 @@ def prepare_dataset(cfg) -> dict:
         if splitter == "punkt":
             starts = char_starts_to_token_starts(offsets, [s for s, _ in punkt.span_tokenize(text)])
         else:
-            starts = starts_from_table(ids, table)
+            starts = starts_from_table(ids, table, segmentation)
         is_anchor = (np.isin(token_pos_tags(text, offsets, tagger)[0], anchors) if tagger is not None
                      else np.zeros(len(ids), dtype=bool))
         counts["corpus_tokens"] += len(ids)

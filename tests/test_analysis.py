@@ -195,8 +195,9 @@ def test_vocabulary_mismatch_fails_before_loading_models(tiny_model_dir, synthet
     from longrecipe.tiny import train_tokenizer
 
     base = tiny_model_dir("llama", seed=0)
-    other = tmp_path / "other"  # a tokenizer only: loading weights from here would fail differently
+    other = tmp_path / "other"  # config + tokenizer, no weights: loading weights from here would fail differently
     train_tokenizer(synthetic_docs[:10], vocab_size=400, save_dir=other)
+    (other / "config.json").write_text((base / "config.json").read_text())
     with pytest.raises(ValueError, match=r"base_model and long_model must share one tokenizer.*sizes 512 vs 400"):
         run_analysis(_analyze_cfg(base, other, tmp_path / "out"))
     assert not (tmp_path / "out").exists()

@@ -188,7 +188,7 @@ def test_truncation_and_bad_inputs(model_dir, tmp_path):
         truncate_ids(list(range(10)), 5, "none")
     with pytest.raises(ValueError, match=r"dtype must be one of"):
         load_eval_model(model_dir, "float8")
-    with pytest.raises(ValueError, match="model_path must be an HF model folder"):
+    with pytest.raises(ValueError, match=r"model_path=.* is a folder without config.json"):
         load_eval_model(tmp_path)
     bad = compose("evaluate", ["eval=niah_m", f"model_path={model_dir}", f"output_dir={tmp_path / 'x'}",
                                "eval.tasks=[niah_bogus]"])

@@ -130,7 +130,7 @@ def test_one_longrecipe_step_on_the_real_model(smol_dir, tmp_path):
 def test_every_command_refuses_missing_and_gguf_quantised_folders(tmp_path):
     from longrecipe.evaluation.generation import load_eval_model
     from longrecipe.merging.merge import merge_models
-    from longrecipe.models.loading import resolve_model_ref
+    from longrecipe.utils.model_refs import resolve_model_ref
 
     missing = str(tmp_path / "nope")
     for call, field in [(lambda: resolve_model_ref(missing), "model.pretrained"),

@@ -227,7 +227,7 @@ def run_analysis(cfg) -> dict:
     if not cfg.get("output_dir"):
         raise ValueError("output_dir is empty: pass output_dir=<folder> (the CLI uses the Hydra run dir)")
     out = Path(str(cfg.output_dir))
-    from longrecipe.models.loading import resolve_model_ref
+    from longrecipe.utils.model_refs import resolve_model_ref
 
     base_path = resolve_model_ref(cfg.base_model, "base_model")
     long_path = resolve_model_ref(cfg.long_model, "long_model")

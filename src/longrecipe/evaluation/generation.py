@@ -39,7 +39,7 @@ def load_eval_model(
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}; e.g. eval dtype=bfloat16")
-    from longrecipe.models.loading import resolve_model_ref
+    from longrecipe.utils.model_refs import resolve_model_ref
 
     path = Path(resolve_model_ref(path, "model_path"))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

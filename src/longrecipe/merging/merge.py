@@ -221,7 +221,7 @@ def merge_models(
     """
     from tqdm.auto import tqdm
 
-    from longrecipe.models.loading import resolve_model_ref
+    from longrecipe.utils.model_refs import resolve_model_ref
 
     original = Path(resolve_model_ref(original, "original"))
     tuned_list = [tuned] if isinstance(tuned, (str, Path)) else list(tuned)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from longrecipe.models.attention import REFERENCE_FLASH, TORCH_FLASH, check_attn_usable, is_kernel_name
 from longrecipe.utils.logging import get_logger
+from longrecipe.utils.model_refs import resolve_model_ref
 
 log = get_logger(__name__)
 
@@ -77,64 +77,6 @@ def resolve_attn_implementation(name: str | None, *, cuda: bool | None = None) -
     if is_kernel_name(name):
         check_attn_usable(name, "model.attn_implementation")
     return name
-
-
-def _looks_local(ref: str) -> bool:
-    """A hub id is ``name`` or ``owner/name``; anything else (absolute, ./, ~, deeper paths) is a local path."""
-    return ref.startswith(("/", ".", "~")) or ref.count("/") > 1 or "\\" in ref
-
-
-def resolve_model_ref(ref: str, field: str = "model.pretrained") -> str:
-    """A model reference made loadable, with one clear error for every command that takes a model.
-
-    ``packaged:<name>`` -> the cached HF folder of a model shipped in an offline package (converted on first use,
-    :mod:`longrecipe.models.packaged`); an existing folder must hold ``config.json`` and must not be a GGUF-quantised
-    load (it could not be exported after training); a path that does not exist is refused here, never sent to the
-    hub; anything else is a hub id (``owner/name``).
-    """
-    import json
-
-    from longrecipe.models.packaged import PACKAGED_MODELS, PREFIX, ensure_packaged_model, packaged_name
-
-    ref = str(ref)
-    name = packaged_name(ref)
-    if name is not None:
-        if name not in PACKAGED_MODELS:
-            raise ValueError(f"{field}={ref!r}: unknown packaged model; known: "
-                             f"{[PREFIX + n for n in sorted(PACKAGED_MODELS)]}")
-        return str(ensure_packaged_model(name))
-    path = Path(ref).expanduser()
-    if path.exists():
-        config = path / "config.json"
-        if not config.is_file():
-            raise ValueError(f"{field}={ref!r} is a folder without config.json; point it at a saved HF model folder "
-                             f"(save_pretrained), a hub id, or a packaged model ({PREFIX}smollm2_135m_instruct)")
-        try:
-            quant = (json.loads(config.read_text()).get("quantization_config") or {})
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{field}={ref!r}: config.json is not valid JSON ({err}); re-export the model") from err
-        if str(quant.get("quant_method", "")).lower() == "gguf":
-            raise ValueError(f"{field}={ref!r} still carries a GGUF quantization_config: transformers cannot save such "
-                             "a model, so nothing trained from it could be exported; convert it to a plain HF folder "
-                             f"first (packaged models do this: {PREFIX}<name>), or delete quantization_config")
-        return str(path)
-    if _looks_local(ref) or not _hub_reachable(ref):
-        raise ValueError(f"{field}={ref!r} does not exist; give an existing HF model folder, a hub id like "
-                         f"meta-llama/Meta-Llama-3-8B-Instruct (online, or already in the HF cache), or a packaged "
-                         f"model ({PREFIX}smollm2_135m_instruct)")
-    return ref
-
-
-def _hub_reachable(repo_id: str) -> bool:
-    """False when the hub is off (``HF_HUB_OFFLINE``) and ``repo_id`` is not in the local HF cache."""
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if not constants.HF_HUB_OFFLINE:
-        return True
-    try:
-        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-    except ValueError:  # not a valid repo id either
-        return False
 
 
 def _check_pretrained(ref: str) -> str:

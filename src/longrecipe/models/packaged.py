@@ -28,10 +28,11 @@ from typing import Any
 
 from longrecipe.utils.io import atomic_dir, write_json_atomic
 from longrecipe.utils.logging import get_logger
+from longrecipe.utils.model_refs import PACKAGED_PREFIX
 
 log = get_logger(__name__)
 
-PREFIX = "packaged:"
+PREFIX = PACKAGED_PREFIX
 SOURCE_FILE = "longrecipe_source.json"
 
 

@@ -131,7 +131,8 @@ def run_base(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from longrecipe.models.loading import base_model_config, check_vocab, load_tokenizer, resolve_model_ref
+    from longrecipe.models.loading import base_model_config, check_vocab, load_tokenizer
+    from longrecipe.utils.model_refs import resolve_model_ref
 
     cfg = compose_stage_config("train", stage_cfg["groups"], stage_cfg["config"])
     model_cfg = _plain(cfg.model)

@@ -124,6 +124,7 @@ def verify_cache(folder: str | Path, source_sha256: str) -> list[str]:
 def convert(name: str, out_dir: str | Path, *, source: Path | None = None, dtype: str = "bfloat16") -> Path:
     """Convert the packaged GGUF into an HF folder at ``out_dir`` (atomic; refuses an existing folder)."""
     import torch
+    import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     spec = _spec(name)
@@ -149,8 +150,6 @@ def convert(name: str, out_dir: str | Path, *, source: Path | None = None, dtype
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(Path(tmp).rglob("*")) if p.is_file()}
-        import transformers
-
         write_json_atomic(Path(tmp) / SOURCE_FILE, {
             "name": name, "note": spec.note, "source_file": str(source), "source_sha256": digest,
             "source_package": spec.distribution, "dtype": dtype, "transformers": transformers.__version__,

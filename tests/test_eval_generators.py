@@ -357,3 +357,20 @@ def test_bad_input_messages(codec, opts):
         generate_sample("niah_single_2", 1024, 0, codec, RulerOptions(essay_source="/no/such/dir"))
     with pytest.raises(ValueError, match="num_depths=3 gives 3 depths for 4 needles; raise eval.num_depths"):
         generate_sample("niah_multivalue", 1024, 0, codec, RulerOptions(num_depths=3))
+
+
+def test_needle_keys_are_wonderwords_adjective_noun_pairs(codec, opts, monkeypatch):
+    from longrecipe.evaluation import words
+
+    src = word_source()
+    s = generate_sample("niah_multikey_1", 2048, 0, codec, opts)
+    keys = [re.search(r"numbers for (.+) is: ", n).group(1) for n in s.extra["needles"]]
+    assert all(any(k[:i] in src.adjectives and k[i + 1:] in src.nouns for i in range(len(k)) if k[i] == "-")
+               for k in keys)
+    assert src.name == "wonderwords" and len(src.words) > 8000  # the eval extra installs RULER's word lists
+    monkeypatch.setattr(words, "_package_list", lambda name: (_ for _ in ()).throw(ModuleNotFoundError(name)))
+    words.word_source.cache_clear()
+    try:
+        assert words.word_source().name == "builtin"  # without wonderwords: the small built-in lists, recorded
+    finally:
+        words.word_source.cache_clear()

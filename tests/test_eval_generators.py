@@ -285,6 +285,9 @@ def test_qa_2_gold_paragraphs_are_shuffled_among_distractors(codec, tmp_path):
         titles = re.findall(r"Document \d+:\n(\S+)\n", s.prompt)
         a, b = titles.index(f"Gold{index}A"), titles.index(f"Gold{index}B")
         assert sorted([a, b]) == s.extra["gold_positions"] and len(titles) > 10
+        assert s.prompt.startswith("Answer the question based on the given documents. Only give me the answer and do "
+                                   "not output any other words.\n\nThe following are given documents.\n\nDocument 1:\n")
+        assert s.prompt.endswith(f"\n\nQuestion: Which pair is number {index}? Answer:")
         adjacent += abs(a - b) == 1
     assert adjacent <= 2  # together in one block every time before (RULER shuffles them among the others)
 

@@ -43,7 +43,7 @@ def test_niah_m_end_to_end_two_lengths(model_dir, tmp_path):
     out = tmp_path / "run"
     cfg = compose("evaluate", ["eval=niah_m", f"model_path={model_dir}", f"output_dir={out}",
                                "eval.lengths=[512,640]", "eval.num_samples=2", "eval.max_new_tokens=6",
-                               "batch_size=2", "progress=false", "run_id=t1"])
+                               "batch_size=2", "progress=false", "run_id=t1", "max_position_embeddings=600"])
     records = evaluate(cfg)
     recs = _records(out)
     assert recs == records
@@ -56,6 +56,17 @@ def test_niah_m_end_to_end_two_lengths(model_dir, tmp_path):
         mk = np.mean([got[f"niah_multikey_{i}"]["score"] for i in (1, 2, 3)])
         expect = np.mean([mk, got["niah_multivalue"]["score"], got["niah_multiquery"]["score"]])
         assert got["niah_m"]["score"] == pytest.approx(expect, abs=1e-3)
+        for t in tasks:  # binomial standard error and Wilson interval beside every score
+            p = got[t]["score"] / 100
+            assert got[t]["se"] == pytest.approx(100 * np.sqrt(p * (1 - p) / 2), abs=1e-3)
+            assert got[t]["ci_low"] <= got[t]["score"] <= got[t]["ci_high"]
+        weights = [1 / 9] * 3 + [1 / 3] * 2
+        se = np.sqrt(sum((w * got[t]["se"]) ** 2 for w, t in zip(weights, tasks)))
+        assert got["niah_m"]["se"] == pytest.approx(se, abs=1e-3)
+        assert got["niah_multikey_2"]["haystack"] == "needle"
+        assert got["niah_multikey_1"]["haystack"].startswith("state_union+inaugural")  # real text by default
+        assert all(r["beyond_window"] is (length > 600) and r["model_window"] == 600 for r in got.values())
+    assert {r["chat_template"] for r in recs} == {False}  # auto: the tiny tokenizer has no chat template
     assert {r["model"] for r in recs} == {model_dir.name} and {r["run_id"] for r in recs} == {"t1"}
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 20
@@ -63,7 +74,8 @@ def test_niah_m_end_to_end_two_lengths(model_dir, tmp_path):
         assert s["prompt_tokens"] <= s["length"] - 6 and s["truncated"] is False
         assert set(s) >= {"prompt_tokens", "depth", "answers", "prediction", "score"}
     assert (out / "niah_heatmap.png").stat().st_size > 1000
-    assert "| niah_m |" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "| niah_m |" in md and " ± " in md and "(n=2)" in md and "| 640 (beyond window 600) |" in md
     with pytest.raises(FileExistsError, match="overwrite=true"):
         evaluate(cfg)
 
@@ -82,6 +94,11 @@ def test_too_short_length_is_reported_not_run(model_dir, tmp_path):
 
 
 def test_ruler_qa_not_run_is_reported(model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))  # an instruct-style tokenizer: auto turns the template on
+    tok.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}<|assistant|>"
+    tok.save_pretrained(str(model_dir))
     cfg = compose("evaluate", ["eval=ruler", f"model_path={model_dir}", f"output_dir={tmp_path / 'r'}",
                                "eval.tasks=[niah_single_1,qa_1,qa_2]", "eval.lengths=[512]", "eval.num_samples=1",
                                "eval.max_new_tokens=4", f"eval.hotpotqa_path={DATA / 'hotpotqa_tiny.json'}",
@@ -92,6 +109,10 @@ def test_ruler_qa_not_run_is_reported(model_dir, tmp_path):
     assert recs["ruler"]["metric"].endswith("not run: qa_1")
     assert recs["ruler"]["score"] == pytest.approx((recs["niah_single_1"]["score"] + recs["qa_2"]["score"]) / 2,
                                                    abs=1e-3)
+    assert {r["chat_template"] for r in recs.values()} == {True}
+    assert recs["qa_2"]["haystack"] == "hotpotqa:hotpotqa_tiny.json" and recs["qa_1"]["se"] is None
+    sample = json.loads((tmp_path / "r" / "samples.jsonl").read_text().splitlines()[0])
+    assert sample["extra"]["singular"] is True
 
 
 def test_longbench_end_to_end(model_dir, tmp_path):

@@ -234,3 +234,22 @@ def test_token_ratio_figure_draws_one_line_per_method(tmp_path, monkeypatch):
     monkeypatch.setattr(figures, "save_figure_atomic", capture)
     assert figures.token_ratio_figure(table, tmp_path / "f.png").is_file()
     assert drawn == [("LongRecipe NIAH(M)", 2), ("PoSE NIAH(M)", 1)]
+
+
+def test_tables_carry_the_propagated_standard_error(tmp_path):
+    """Each column has a ``<column> se`` companion combined from the records' ``se`` (sqrt(sum w^2 se^2)), shown as
+    ``score ± se``; records without ``se`` (older files) leave it unknown."""
+    meta = {"model_name": "tiny", "target_length": 1024, "seed": 0, "method": "lr"}
+    parts = [("niah_multikey_1", 60.0, 9.0), ("niah_multikey_2", 40.0, 9.0), ("niah_multikey_3", 20.0, 9.0),
+             ("niah_multivalue", 70.0, 6.0), ("niah_multiquery", 100.0, 3.0)]
+    recs = [_rec(t, s, se=e) for t, s, e in parts] + [_rec(t, s, length=2048, se=e) for t, s, e in parts]
+    _write(tmp_path / "a", recs, meta)
+    _write(tmp_path / "b", [_rec("niah_m", 50.0)], {**meta, "method": "old"})  # no se: unknown
+    table = main_table(collect_results([tmp_path])).set_index("method")
+    per_length = math.sqrt(3 * (9.0 / 9) ** 2 + (6.0 / 3) ** 2 + (3.0 / 3) ** 2)  # weights 1/9 x3, 1/3 x2
+    assert table.loc["lr", "NIAH(M)"] == pytest.approx(70.0)
+    assert table.loc["lr", "NIAH(M) se"] == pytest.approx(math.sqrt(2 * per_length**2) / 2)  # mean of 2 lengths
+    assert math.isnan(table.loc["old", "NIAH(M) se"])
+    md = to_markdown(table.reset_index())
+    assert f"| 70.0 ± {math.sqrt(2 * per_length**2) / 2:.1f} |" in md and "| 50.0 |" in md
+    assert "NIAH(M) se" not in md  # folded into the score cell

@@ -143,7 +143,8 @@ def run_general(model, tokenizer, *, tasks: list[str] | None = None, local_tasks
                 include_path: str | None = None, limit: int | float | None = None, num_fewshot: int | None = None,
                 batch_size: int = 8, max_length: int | None = None, confirm_run_unsafe_code: bool = False,
                 seed: int = 0) -> list[dict[str, Any]]:
-    """Run lm-eval tasks; returns ``[{task, metric, score, n}]`` (accuracy-like metrics scaled to 0-100)."""
+    """Run lm-eval tasks; returns ``[{task, metric, score, n, se, percent}]`` (accuracy-like metrics scaled to 0-100,
+    ``se`` lm-eval's standard error on the same scale or ``None``)."""
     import os
 
     from lm_eval import simple_evaluate
@@ -167,7 +168,10 @@ def run_general(model, tokenizer, *, tasks: list[str] | None = None, local_tasks
         for key, value in metrics.items():
             if "," not in key or "_stderr" in key or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
-            name = key.split(",")[0]
+            name, _, filt = key.partition(",")
             scale = 100.0 if name.startswith(_PERCENT_PREFIXES) else 1.0
-            rows.append({"task": task, "metric": key, "score": float(value) * scale, "n": n})
+            stderr = metrics.get(f"{name}_stderr,{filt}")
+            se = float(stderr) * scale if isinstance(stderr, (int, float)) and not isinstance(stderr, bool) else None
+            rows.append({"task": task, "metric": key, "score": float(value) * scale, "n": n, "se": se,
+                         "percent": scale == 100.0})
     return rows

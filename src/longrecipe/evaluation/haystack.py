@@ -7,10 +7,17 @@ token budget is found by bisection on real tokenizer counts, so lengths are exac
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from longrecipe.config import CONF_DIR
+from longrecipe.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 # RULER's "repeat"/noise haystack: the same five sentences over and over.
 NOISE_TEXT = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
@@ -24,20 +31,29 @@ class PromptCodec:
     def __init__(self, tokenizer, *, chat_template: bool = False):
         if chat_template and not getattr(tokenizer, "chat_template", None):
             raise ValueError(
-                "chat_template=true but the tokenizer has no chat template; set eval.chat_template=false "
+                "chat_template=true but the tokenizer has no chat template; set chat_template=false (or auto) "
                 "for base models"
             )
         self.tokenizer = tokenizer
-        self.chat_template = chat_template
+        self.chat_template = bool(chat_template)
 
-    def format(self, body: str, answer_prefix: str) -> str:
-        """The final prompt text: ``body`` (+ chat wrapping) followed by the answer prefix."""
+    def format(self, body: str, answer_prefix: str, shots: Sequence[tuple[str, str, str]] = ()) -> str:
+        """The final prompt text: ``body`` (+ chat wrapping) followed by the answer prefix.
+
+        ``shots`` are worked examples ``(body, answer_prefix, answer)`` placed before the question as RULER places
+        them: each one a whole templated prompt followed by its answer, one per line (with a chat template: earlier
+        user / assistant turns). The answer prefix keeps its leading space, as RULER appends it after the model
+        template.
+        """
         if not self.chat_template:
-            return body + answer_prefix
-        wrapped = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": body}], add_generation_prompt=True, tokenize=False
-        )
-        return wrapped + answer_prefix.lstrip(" ")
+            head = "".join(f"{b}{p} {a}\n" for b, p, a in shots)
+            return head + body + answer_prefix
+        messages: list[dict[str, str]] = []
+        for b, p, a in shots:
+            messages += [{"role": "user", "content": b}, {"role": "assistant", "content": f"{p} {a}".strip()}]
+        messages.append({"role": "user", "content": body})
+        wrapped = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return wrapped + answer_prefix
 
     def encode(self, text: str) -> list[int]:
         # a chat template already writes BOS as text; do not add a second one
@@ -47,40 +63,107 @@ class PromptCodec:
         return len(self.encode(text))
 
 
-def load_essay_text(source: str | Path | None = None, *, seed: int = 0, min_words: int = 20_000) -> str:
-    """Long natural text for the ``essay`` haystack.
+CHAT_TEMPLATE_SETTINGS = ("auto", True, False)
 
-    ``source``: ``None``/``"synthetic"`` (the built-in generated corpus, :mod:`longrecipe.tiny`), a text file, or a
-    folder whose .txt files (sorted by name, e.g. nltk's ``corpora/state_union``) are concatenated.
-    """
-    if source is None or str(source) == "synthetic":
-        from longrecipe.tiny import synthetic_documents
 
-        docs: list[str] = []
-        n_words = 0
-        batch = 0
-        while n_words < min_words:
-            new = synthetic_documents(20, seed=seed + batch)
-            docs.extend(new)
-            n_words += sum(len(d.split()) for d in new)
-            batch += 1
-        return "\n\n".join(docs)
-    path = Path(source)
-    if not path.exists():
-        raise ValueError(
-            f"essay_source must be 'synthetic', a text file or a folder of text files, got {str(source)!r} "
-            "(not found); e.g. ../shared/nltk_data/corpora/state_union"
-        )
+def resolve_chat_template(setting, tokenizer) -> bool:
+    """``chat_template`` setting -> whether prompts are wrapped: ``auto`` = on when the tokenizer has a template
+    (instruct models, as RULER uses each model's own template), ``true`` / ``false`` force it."""
+    if isinstance(setting, str) and setting.lower() in ("true", "false"):
+        setting = setting.lower() == "true"
+    if setting is None or (isinstance(setting, str) and setting.lower() == "auto"):
+        return bool(getattr(tokenizer, "chat_template", None))
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"chat_template must be one of auto, true, false, got {setting!r}; e.g. chat_template=auto")
+
+
+@dataclass(frozen=True)
+class Essay:
+    """The essay haystack: its text and a label recorded with every result (``haystack``)."""
+
+    text: str
+    label: str
+    fallback: bool = False
+
+
+ESSAY_CORPORA = ("state_union", "inaugural")
+
+
+def shared_corpora_dirs() -> list[Path]:
+    """Folders of the public-domain NLTK corpora used as the default essay haystack (``state_union`` then
+    ``inaugural``), from the first of ``$NLTK_DATA``, ``<repo>/../shared/nltk_data`` or ``../shared/nltk_data``
+    (from the working directory) that holds any of them."""
+    roots = [Path(p) for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p]
+    roots += [CONF_DIR.parent.parent / "shared" / "nltk_data", Path.cwd().parent / "shared" / "nltk_data"]
+    for root in roots:
+        found = [root / "corpora" / name for name in ESSAY_CORPORA if (root / "corpora" / name).is_dir()]
+        if found:
+            return found
+    return []
+
+
+def _read_folder_or_file(path: Path, field: str) -> str:
     from longrecipe.data.readers import iter_documents
 
     # the project's reader: .txt files in name order, invalid UTF-8 bytes (ISO-8859 corpora) read as latin-1
     try:
         docs = [d.text for d in iter_documents(path, fmt="txt", encoding_errors="latin1", progress=False)]
     except ValueError as err:
-        raise ValueError(f"essay_source {path}: {err}; point eval.essay_source at a corpus of text files") from err
+        raise ValueError(f"{field} {path}: {err}; point {field} at a corpus of text files") from err
     if not docs:
-        raise ValueError(f"essay_source {path} holds no non-empty text; point eval.essay_source at a corpus")
+        raise ValueError(f"{field} {path} holds no non-empty text; point {field} at a corpus of text files")
     return "\n\n".join(docs)
+
+
+def _synthetic_text(seed: int, min_words: int) -> str:
+    from longrecipe.tiny import synthetic_documents
+
+    docs: list[str] = []
+    n_words = 0
+    batch = 0
+    while n_words < min_words:
+        new = synthetic_documents(20, seed=seed + batch)
+        docs.extend(new)
+        n_words += sum(len(d.split()) for d in new)
+        batch += 1
+    return "\n\n".join(docs)
+
+
+def resolve_essay(source: str | Path | None = "auto", *, seed: int = 0, min_words: int = 20_000,
+                  field: str = "eval.essay_source") -> Essay:
+    """Long natural text for the ``essay`` haystack (RULER: Paul Graham's essays, not redistributable offline).
+
+    ``source``: ``auto`` (default; also ``None``) = the shared public-domain corpora (:func:`shared_corpora_dirs`,
+    State of the Union addresses then inaugural addresses), falling back to the generated toy corpus with a
+    warning when they are absent; ``synthetic`` = the toy corpus of :mod:`longrecipe.tiny`; or a text file / a
+    folder whose .txt files are read in name order.
+    """
+    if source is None or str(source) == "auto":
+        dirs = shared_corpora_dirs()
+        if dirs:
+            text = "\n\n".join(_read_folder_or_file(d, field) for d in dirs)
+            return Essay(text, "+".join(d.name for d in dirs) + f" ({dirs[0].parent})")
+        log.warning("essay haystack: no real text found (looked for corpora/%s under $NLTK_DATA and "
+                    "../shared/nltk_data); falling back to the generated toy corpus, which repeats at long lengths. "
+                    "Set NLTK_DATA or %s=<folder of .txt files> for scores comparable with RULER",
+                    "+".join(ESSAY_CORPORA), field)
+        return Essay(_synthetic_text(seed, min_words), "synthetic (fallback: no essay corpus found)", fallback=True)
+    if str(source) == "synthetic":
+        return Essay(_synthetic_text(seed, min_words), "synthetic")
+    path = Path(source)
+    if not path.exists():
+        raise ValueError(
+            f"{field} must be 'auto', 'synthetic', a text file or a folder of text files, got {str(source)!r} "
+            "(not found); e.g. ../shared/nltk_data/corpora/state_union"
+        )
+    return Essay(_read_folder_or_file(path, field), str(path))
+
+
+def load_essay_text(source: str | Path | None = "auto", *, seed: int = 0, min_words: int = 20_000,
+                    field: str = "eval.essay_source") -> str:
+    """The text of :func:`resolve_essay` (``ppl`` uses it for its documents)."""
+    return resolve_essay(source, seed=seed, min_words=min_words, field=field).text
 
 
 class LengthTooShort(ValueError):
@@ -157,46 +240,3 @@ def sentence_boundaries(words: list[str] | np.ndarray) -> np.ndarray:
     """Word indices where a new sentence starts (0, after each ``. ! ?``-ending word, and ``len(words)``)."""
     ends = np.fromiter((w.endswith(_SENTENCE_END) for w in words), dtype=bool, count=len(words))
     return np.unique(np.concatenate([[0], np.flatnonzero(ends) + 1, [len(words)]]))
-
-
-def insert_at_depths(words: list[str], inserts: list[str], depths: list[float], *, snap: bool = True) -> str:
-    """Join ``words`` with spaces and insert each ``inserts[i]`` at fraction ``depths[i]`` of the words.
-
-    With ``snap`` an insert lands on the sentence boundary nearest its depth, so it never splits a sentence.
-    Inserts at the same point keep their given order.
-    """
-    n = len(words)
-    targets = np.round(np.asarray(depths, dtype=float) * n).astype(int)
-    if snap and n:
-        bounds = sentence_boundaries(words)
-        pos = np.searchsorted(bounds, targets)
-        left = bounds[np.clip(pos - 1, 0, len(bounds) - 1)]
-        right = bounds[np.clip(pos, 0, len(bounds) - 1)]
-        targets = np.where(np.abs(targets - left) <= np.abs(right - targets), left, right)
-    order = np.argsort(targets, kind="stable")
-    pieces: list[str] = []
-    start = 0
-    for i in order:
-        cut = int(targets[i])
-        if cut > start:
-            pieces.append(" ".join(words[start:cut]))
-        pieces.append(inserts[i])
-        start = max(start, cut)
-    if start < n:
-        pieces.append(" ".join(words[start:]))
-    return " ".join(pieces)
-
-
-def word_pool(text: str, n_words: int, *, offset: int = 0, sentence_start: bool = False) -> list[str]:
-    """``n_words`` whitespace words of ``text`` from ``offset`` (moved to the next sentence start with
-    ``sentence_start``), cycling through the text as needed."""
-    words = text.split()
-    if not words:
-        raise ValueError("haystack text is empty; give eval.essay_source a non-empty corpus")
-    offset %= len(words)
-    if sentence_start:
-        starts = sentence_boundaries(words)[:-1]
-        later = starts[starts >= offset]
-        offset = int(later[0]) if len(later) else 0
-    reps = (offset + n_words) // len(words) + 1
-    return (words * reps)[offset : offset + n_words]

@@ -12,12 +12,22 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from longrecipe.evaluation.results import NO_DATA, TOO_SHORT, make_record, mean_records, niah_heatmap, write_results
+from longrecipe.evaluation.results import (
+    NO_DATA,
+    TOO_SHORT,
+    binomial_fields,
+    make_record,
+    mean_records,
+    niah_heatmap,
+    write_results,
+)
 from longrecipe.utils.confighash import config_hash
 from longrecipe.utils.logging import get_logger
 
 log = get_logger(__name__)
 KINDS = ("ruler", "longbench", "general", "ppl")
+# RULER's standard evaluation lengths; ``eval.lengths=auto`` keeps those within the model's window (plus the window)
+RULER_LENGTHS = (4096, 8192, 16384, 32768, 65536, 131072)
 
 
 def evaluate(cfg: DictConfig, *, model=None, tokenizer=None) -> list[dict[str, Any]]:
@@ -64,19 +74,45 @@ def _plain(node):
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def model_window(model) -> int | None:
+    """The evaluated model's context window (``config.max_position_embeddings``), if it declares one."""
+    window = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(window) if window else None
+
+
+def auto_lengths(window: int | None) -> list[int]:
+    """RULER's lengths up to the model's window, plus the window itself when it is not one of them (an 80k model:
+    4k-64k and 81920, never 131072)."""
+    if not window:
+        raise ValueError("eval.lengths=auto needs the model's max_position_embeddings; give eval.lengths=[...]")
+    lengths = [x for x in RULER_LENGTHS if x <= window]
+    return lengths if window in lengths else [*lengths, int(window)]
+
+
 def _lengths(ev, model) -> list[int]:
-    lengths = list(ev.get("lengths") or [])
-    if not lengths:
-        base = int(ev.get("base_length") or getattr(model.config, "max_position_embeddings", 0))
+    setting = ev.get("lengths")
+    window = model_window(model)
+    if isinstance(setting, str):
+        if setting != "auto":
+            raise ValueError(f"eval.lengths must be auto, null or a list of token counts, got {setting!r}")
+        lengths = auto_lengths(window)
+    elif setting:
+        lengths = list(setting)
+    else:
+        base = int(ev.get("base_length") or window or 0)
         lengths = [int(base * m) for m in (ev.get("length_multipliers") or [1])]
     if any(int(x) < 2 for x in lengths):
         raise ValueError(f"eval.lengths must be token counts >= 2, got {lengths}")
+    beyond = [int(x) for x in lengths if window and int(x) > window]
+    if beyond:
+        log.warning("lengths %s exceed the model's window (max_position_embeddings=%d): their records carry "
+                    "beyond_window=true", beyond, window)
     return [int(x) for x in lengths]
 
 
 def _run_ruler(cfg, model, tokenizer, meta):
     from longrecipe.evaluation.generation import generate_batched
-    from longrecipe.evaluation.haystack import LengthTooShort, PromptCodec
+    from longrecipe.evaluation.haystack import LengthTooShort, PromptCodec, resolve_chat_template
     from longrecipe.evaluation.metrics import score_ruler
     from longrecipe.evaluation.ruler import METRICS, RULER_TASKS, MissingData, RulerOptions, generate_task
 
@@ -86,11 +122,14 @@ def _run_ruler(cfg, model, tokenizer, meta):
     if unknown:
         raise ValueError(f"eval.tasks has unknown RULER tasks {unknown}; allowed: {sorted(RULER_TASKS)}")
     opts = RulerOptions(
-        essay_source=ev.get("essay_source"), num_depths=int(ev.get("num_depths", 10)),
+        essay_source=ev.get("essay_source", "auto"), num_depths=int(ev.get("num_depths", 40)),
         value_digits=int(ev.get("value_digits", 7)), max_new_tokens=ev.get("max_new_tokens"),
         squad_path=ev.get("squad_path"), hotpotqa_path=ev.get("hotpotqa_path"), seed=int(cfg.get("seed", 42)),
     )
-    codec = PromptCodec(tokenizer, chat_template=bool(cfg.get("chat_template", False)))
+    chat = resolve_chat_template(cfg.get("chat_template", "auto"), tokenizer)
+    codec = PromptCodec(tokenizer, chat_template=chat)
+    log.info("RULER prompts %s the tokenizer's chat template", "in" if chat else "without")
+    meta = {**meta, "chat_template": chat, "model_window": model_window(model)}
     records, samples = [], []
     for length in _lengths(ev, model):
         for task in tasks:
@@ -103,6 +142,7 @@ def _run_ruler(cfg, model, tokenizer, meta):
                 records.append(make_record(task=task, length=length, score=None, n=0,
                                            metric=METRICS[RULER_TASKS[task]["family"]], status=status, **meta))
                 continue
+            haystack = batch[0].haystack
             outs = generate_batched(
                 model, tokenizer, [codec.encode(s.prompt) for s in batch],
                 max_new_tokens=[s.max_new_tokens for s in batch], batch_size=int(cfg.get("batch_size", 1)),
@@ -116,10 +156,12 @@ def _run_ruler(cfg, model, tokenizer, meta):
                 samples.append({"group": meta["group"], "task": task, "length": length, "index": s.index,
                                 "depth": s.depth, "prompt_tokens": o["prompt_tokens"], "truncated": o["truncated"],
                                 "answers": s.answers, "prediction": o["prediction"], "score": score,
-                                "new_tokens": o["new_tokens"], "extra": s.extra})
-            records.append(make_record(task=task, length=length, score=100.0 * sum(scores) / len(scores),
-                                       n=len(scores), metric=batch[0].metric, **meta))
-            log.info("%s @%d: %.2f (n=%d)", task, length, records[-1]["score"], len(scores))
+                                "new_tokens": o["new_tokens"], "haystack": s.haystack, "extra": s.extra})
+            score = 100.0 * sum(scores) / len(scores)
+            records.append(make_record(task=task, length=length, score=score, n=len(scores), metric=batch[0].metric,
+                                       haystack=haystack, **binomial_fields(score, len(scores)), **meta))
+            r = records[-1]
+            log.info("%s @%d: %.2f ± %.2f (n=%d)", task, length, r["score"], r["se"], len(scores))
     if ev.get("aggregate"):
         records += mean_records(records, task=str(ev.aggregate), metric="string_match",
                                 by_category=bool(ev.get("by_category", False)), expected=tasks)
@@ -129,13 +171,15 @@ def _run_ruler(cfg, model, tokenizer, meta):
 def _run_longbench(cfg, model, tokenizer, meta):
     from longrecipe.evaluation import longbench as lb
     from longrecipe.evaluation.generation import generate_batched
-    from longrecipe.evaluation.haystack import PromptCodec
+    from longrecipe.evaluation.haystack import PromptCodec, resolve_chat_template
     from longrecipe.evaluation.metrics import score_longbench
+    from longrecipe.evaluation.uncertainty import normal_interval, sample_se
 
     ev = cfg.eval
     subsets = lb.check_subsets(list(ev.subsets))
     max_len = int(ev.get("max_length") or model.config.max_position_embeddings)
-    chat = bool(cfg.get("chat_template", False))
+    chat = resolve_chat_template(cfg.get("chat_template", "auto"), tokenizer)
+    meta = {**meta, "model_window": model_window(model)}
     records, samples = [], []
     for subset in subsets:
         rows = lb.load_subset(subset, data_dir=ev.get("data_dir"), source=str(ev.get("source", "local")),
@@ -143,7 +187,7 @@ def _run_longbench(cfg, model, tokenizer, meta):
         if rows is None:
             log.warning("LongBench %s not run: no %s%s.jsonl in eval.data_dir", subset, subset, ev.get("variant") or "")
             records.append(make_record(task=subset, length=max_len, score=None, n=0, metric=lb.METRIC[subset],
-                                       status=NO_DATA, **meta))
+                                       status=NO_DATA, chat_template=chat and subset not in lb.NO_CHAT, **meta))
             continue
         codec = PromptCodec(tokenizer, chat_template=chat and subset not in lb.NO_CHAT)
         max_new = int(ev.get("max_new_tokens") or lb.MAX_NEW_TOKENS[subset])
@@ -161,8 +205,11 @@ def _run_longbench(cfg, model, tokenizer, meta):
                             "id": r.get("_id"), "depth": None, "prompt_tokens": o["prompt_tokens"],
                             "truncated": o["truncated"], "answers": list(r["answers"]), "prediction": o["prediction"],
                             "score": score, "new_tokens": o["new_tokens"]})
-        records.append(make_record(task=subset, length=max_len, score=100.0 * sum(scores) / len(scores),
-                                   n=len(scores), metric=lb.METRIC[subset], **meta))
+        score = 100.0 * sum(scores) / len(scores)
+        se = sample_se(scores)
+        records.append(make_record(task=subset, length=max_len, score=score, n=len(scores), metric=lb.METRIC[subset],
+                                   se=se, ci=None if se is None else normal_interval(score, se),
+                                   chat_template=codec.chat_template, **meta))
         log.info("LongBench %s: %.2f (n=%d)", subset, records[-1]["score"], len(scores))
     records += mean_records(records, task="longbench", metric="longbench", expected=subsets)
     return records, samples
@@ -179,17 +226,24 @@ def _run_general(cfg, model, tokenizer, meta):
         batch_size=int(cfg.get("batch_size", 1)), max_length=max_len,
         confirm_run_unsafe_code=bool(ev.get("confirm_run_unsafe_code", False)), seed=int(cfg.get("seed", 42)),
     )
-    records = [make_record(task=r["task"], length=max_len, score=r["score"], n=r["n"], metric=r["metric"], **meta)
+    from longrecipe.evaluation.uncertainty import normal_interval
+
+    records = [make_record(task=r["task"], length=max_len, score=r["score"], n=r["n"], metric=r["metric"],
+                           se=r.get("se"), ci=None if r.get("se") is None else normal_interval(
+                               r["score"], r["se"], bounds=(0.0, 100.0) if r.get("percent") else None),
+                           chat_template=False, model_window=model_window(model), **meta)
                for r in rows]
     return records, [{"group": meta["group"], **r} for r in rows]
 
 
 def _run_ppl(cfg, model, tokenizer, meta):
-    from longrecipe.evaluation.haystack import load_essay_text
+    from longrecipe.evaluation.haystack import resolve_essay
     from longrecipe.evaluation.perplexity import positional_perplexity
 
     ev = cfg.eval
-    text = load_essay_text(ev.get("source"), seed=int(cfg.get("seed", 42)), min_words=int(ev.get("min_words", 20000)))
+    essay = resolve_essay(ev.get("source") or "synthetic", seed=int(cfg.get("seed", 42)),
+                          min_words=int(ev.get("min_words", 20000)), field="eval.source")
+    text = essay.text
     lengths = _lengths(ev, model)
     rows = positional_perplexity(
         model, tokenizer, [p for p in text.split("\n\n") if p.strip()], lengths,
@@ -200,7 +254,8 @@ def _run_ppl(cfg, model, tokenizer, meta):
     records = []
     for r in rows:
         task = "ppl" if r["bucket_start"] is None else f"ppl[{r['bucket_start']}:{r['bucket_end']}]"
-        records.append(make_record(task=task, length=r["length"], score=r["ppl"], n=r["tokens"], metric="ppl", **meta))
+        records.append(make_record(task=task, length=r["length"], score=r["ppl"], n=r["tokens"], metric="ppl",
+                                   haystack=essay.label, model_window=model_window(model), **meta))
     return records, [{"group": meta["group"], **r} for r in rows]
 
 

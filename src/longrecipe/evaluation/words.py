@@ -1,12 +1,24 @@
-"""Built-in English word lists for needle keys, CWE words and distractors (no download, no wonderwords).
+"""English word lists for needle keys and CWE words.
 
-RULER draws keys from ``wonderwords`` ("adjective-noun" pairs); offline we use these inline lists instead.
-``ADJECTIVES x NOUNS`` gives ~40k distinct keys, enough for every haystack length we generate.
+RULER draws needle keys (``adjective-noun``) and CWE's words from the ``wonderwords`` package's noun, adjective and
+verb lists; past that list's size CWE switches to a much larger list of real English words. We read the same
+``wonderwords`` lists (package data, no download; ``pip install longrecipe[eval]``) and, for the large list, add the
+vocabulary of the real-text essay haystack (see :mod:`longrecipe.evaluation.haystack`). Without ``wonderwords`` the
+small built-in lists below are used and the source is recorded (``WordSource.name``).
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
 import numpy as np
+
+from longrecipe.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 ADJECTIVES: tuple[str, ...] = tuple("""
 able absent acid active actual afraid agile alert alive amber ample ancient angry annual anxious arctic
@@ -52,19 +64,56 @@ trumpet tulip tunnel turtle umbrella valley vase violin wagon wall walnut wand w
 whistle window wing wizard wolf yacht zebra
 """.split())
 
+_CORPUS_WORD = re.compile(r"[a-z]{3,}")
 
-def word_keys(rng: np.random.Generator, n: int, *, exclude: set[str] | None = None) -> list[str]:
-    """``n`` distinct ``adjective-noun`` keys (RULER's word-key shape), seeded by ``rng``."""
+
+@dataclass(frozen=True)
+class WordSource:
+    """The word lists a run draws from: ``name`` is recorded with every sample."""
+
+    name: str
+    nouns: tuple[str, ...]
+    adjectives: tuple[str, ...]
+    verbs: tuple[str, ...]
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """Nouns, adjectives and verbs, de-duplicated and sorted (RULER's CWE list at short lengths)."""
+        return tuple(sorted(set(self.nouns) | set(self.adjectives) | set(self.verbs)))
+
+
+def _package_list(name: str) -> tuple[str, ...]:
+    text = resources.files("wonderwords.assets").joinpath(name).read_text(encoding="utf-8")
+    return tuple(w.strip() for w in text.splitlines() if w.strip())
+
+
+@lru_cache(maxsize=1)
+def word_source() -> WordSource:
+    """``wonderwords``' lists when the package is installed (RULER's source), else the built-in lists."""
+    try:
+        return WordSource("wonderwords", _package_list("nounlist.txt"), _package_list("adjectivelist.txt"),
+                          _package_list("verblist.txt"))
+    except ModuleNotFoundError:
+        log.warning("wonderwords is not installed (pip install longrecipe[eval]); needle keys and CWE words come "
+                    "from the small built-in lists, which RULER does not use")
+        return WordSource("builtin", NOUNS, ADJECTIVES, ())
+
+
+def word_keys(rng: np.random.Generator, n: int, *, exclude: set[str] | None = None,
+              source: WordSource | None = None) -> list[str]:
+    """``n`` distinct ``adjective-noun`` keys (RULER's word keys), seeded by ``rng``."""
+    src = source or word_source()
+    adjs, nouns = src.adjectives, src.nouns
     exclude = exclude or set()
-    capacity = len(ADJECTIVES) * len(NOUNS) - len(exclude)
+    capacity = len(adjs) * len(nouns) - len(exclude)
     if n > capacity:
         raise ValueError(f"n must be <= {capacity} distinct word keys, got n={n}; use number or uuid keys instead")
     out: list[str] = []
     seen = set(exclude)
     while len(out) < n:
-        draw = rng.integers(0, len(ADJECTIVES) * len(NOUNS), size=2 * (n - len(out)) + 4)
+        draw = rng.integers(0, len(adjs) * len(nouns), size=2 * (n - len(out)) + 4)
         for code in draw:
-            word = f"{ADJECTIVES[code // len(NOUNS)]}-{NOUNS[code % len(NOUNS)]}"
+            word = f"{adjs[code // len(nouns)]}-{nouns[code % len(nouns)]}"
             if word not in seen:
                 seen.add(word)
                 out.append(word)
@@ -73,19 +122,21 @@ def word_keys(rng: np.random.Generator, n: int, *, exclude: set[str] | None = No
     return out
 
 
-def single_words(rng: np.random.Generator, n: int, *, exclude: set[str] | None = None) -> list[str]:
-    """``n`` distinct single words: plain nouns/adjectives first, then two-word compounds (``oakriver``)."""
-    exclude = exclude or set()
-    plain = [w for w in (*NOUNS, *ADJECTIVES) if w not in exclude]
-    if n <= len(plain):
-        return [plain[i] for i in rng.choice(len(plain), size=n, replace=False)]
-    order = [plain[i] for i in rng.permutation(len(plain))]
-    seen = set(order) | set(exclude)
-    while len(order) < n:
-        for key in word_keys(rng, n - len(order), exclude=seen):
-            word = key.replace("-", "")
+def corpus_vocabulary(text: str) -> tuple[str, ...]:
+    """Sorted distinct lower-case alphabetic words (3+ letters) written in lower case in ``text``."""
+    return tuple(sorted(set(_CORPUS_WORD.findall(" ".join(w for w in text.split() if w.islower())))))
+
+
+def compound_words(rng: np.random.Generator, n: int, *, exclude: set[str]) -> list[str]:
+    """``n`` distinct made-up two-word compounds (``oakriver``): the last resort when real words run out."""
+    out: list[str] = []
+    seen = set(exclude)
+    base = word_source()
+    while len(out) < n:
+        for key in word_keys(rng, n - len(out), exclude=seen, source=base):
             seen.add(key)
+            word = key.replace("-", "")
             if word not in seen:
                 seen.add(word)
-                order.append(word)
-    return order
+                out.append(word)
+    return out

@@ -1,7 +1,8 @@
 """Gather ``results.json`` records from many run folders into one table.
 
-Every evaluation writes ``results.json``: a list of records ``{task, length, score, n, metric, model,
-run_id, group}``. What a record does not say about its run (which base model, which method, target
+Every evaluation writes ``results.json``: a list of records ``{task, length, score, n, se, ci_low, ci_high,
+metric, model, run_id, group, ...}`` (see :mod:`longrecipe.evaluation.results`; older files without ``se`` read
+as unknown uncertainty). What a record does not say about its run (which base model, which method, target
 length, token ratio, selection mode, pipeline stage, seed) is read from ``run_meta.json`` files found
 walking up from the results file towards the search root; the nearest file wins per key. Record
 fields always win over run metadata.
@@ -23,7 +24,7 @@ RESULTS_NAME = "results.json"
 META_NAME = "run_meta.json"
 META_KEYS = ("model_name", "method", "target_length", "token_ratio", "selection", "stage", "seed",
              "max_skip", "merge_lambda", "experiment")
-RECORD_KEYS = ("task", "length", "score", "n", "metric", "model", "run_id", "group")
+RECORD_KEYS = ("task", "length", "score", "n", "se", "ci_low", "ci_high", "metric", "model", "run_id", "group")
 
 
 def load_run_meta(results_file: Path, root: Path) -> dict:

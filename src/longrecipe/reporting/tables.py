@@ -11,11 +11,15 @@ Column definitions (paper Appendix D):
 Long-context columns average over the evaluated lengths of a run (each length weighted equally).
 Several seeds of one configuration are averaged; the seed count is kept in column ``seeds``. Runs that differ in
 any other configuration key (``CONFIG_KEYS``) are separate rows (the varying keys become extra columns).
+Every column ``C`` has a companion ``C se``: the standard error of that average, combined from the records' ``se``
+(``sqrt(sum w^2 se^2)`` over the records it averages with weights ``w``; "—" when a record has none, e.g. results
+written before records carried ``se``). Markdown shows ``score ± se``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -41,21 +45,52 @@ CONFIG_KEYS = ("model_name", "target_length", "method", "selection", "token_rati
                "experiment")
 
 
-def _mean(values) -> float:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return float(np.mean(values)) if values else float("nan")
+SE_SUFFIX = " se"
 
 
-def _per_length(records: pd.DataFrame, fn) -> float:
+@dataclass(frozen=True)
+class Estimate:
+    """A score and the variance of its sampling error (NaN when unknown)."""
+
+    value: float
+    var: float = float("nan")
+
+    @property
+    def se(self) -> float:
+        return math.sqrt(self.var) if not math.isnan(self.var) else float("nan")
+
+
+NAN = Estimate(float("nan"))
+
+
+def _nan(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _mean(values) -> Estimate:
+    """Mean of the finite estimates (floats count as estimates of unknown variance); variance ``sum var / k^2``."""
+    items = [v if isinstance(v, Estimate) else Estimate(float(v)) for v in values if not _nan(v)]
+    items = [e for e in items if not math.isnan(e.value)]
+    if not items:
+        return NAN
+    k = len(items)
+    return Estimate(float(np.mean([e.value for e in items])), float(sum(e.var for e in items)) / k**2)
+
+
+def _per_length(records: pd.DataFrame, fn) -> Estimate:
     if records.empty:
-        return float("nan")
+        return NAN
     lengths = records["length"].fillna(-1)
     return _mean([fn(group) for _, group in records.groupby(lengths)])
 
 
-def _task_score(records: pd.DataFrame, task: str) -> float:
+def _task_score(records: pd.DataFrame, task: str) -> Estimate:
     sel = records[records["task"] == task]
-    return _mean(sel["score"].astype(float)) if len(sel) else float("nan")
+    if not len(sel):
+        return NAN
+    se = sel["se"] if "se" in sel else pd.Series([None] * len(sel), index=sel.index)
+    return _mean([Estimate(float(v), float("nan") if _nan(e) else float(e) ** 2)
+                  for v, e in zip(sel["score"], se) if not _nan(v)])
 
 
 def _complete_aggregate(records: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -69,43 +104,59 @@ def _complete_aggregate(records: pd.DataFrame, task: str) -> pd.DataFrame:
     return sel[~partial]
 
 
-def niah_m_score(records: pd.DataFrame) -> float:
+def niah_m_estimate(records: pd.DataFrame) -> Estimate:
     agg = _complete_aggregate(records, "niah_m")
     if not agg.empty:
         return _per_length(agg, lambda g: _task_score(g, "niah_m"))
 
-    def one_length(g: pd.DataFrame) -> float:
+    def one_length(g: pd.DataFrame) -> Estimate:
         parts = [_mean([_task_score(g, t) for t in tasks]) for tasks in NIAH_M_PARTS.values()]
-        return float("nan") if any(math.isnan(p) for p in parts) else _mean(parts)
+        return NAN if any(math.isnan(p.value) for p in parts) else _mean(parts)
 
     return _per_length(records, one_length)
 
 
-def ruler_score(records: pd.DataFrame) -> float:
+def ruler_estimate(records: pd.DataFrame) -> Estimate:
     agg = _complete_aggregate(records, "ruler")
     if not agg.empty:
         return _per_length(agg, lambda g: _task_score(g, "ruler"))
     sel = records[records["task"].isin(RULER_TASKS)]
 
-    def one_length(g: pd.DataFrame) -> float:
+    def one_length(g: pd.DataFrame) -> Estimate:
         scores = {t: _task_score(g, t) for t in RULER_TASKS}
-        missing = {t for t, v in scores.items() if math.isnan(v)}
+        missing = {t for t, v in scores.items() if math.isnan(v.value)}
         # the paper averages all 13 subsets (12 without vt, for Qwen2): any other gap is not "RULER"
-        return _mean(scores.values()) if missing <= {"vt"} else float("nan")
+        return _mean(scores.values()) if missing <= {"vt"} else NAN
 
     return _per_length(sel, one_length)
 
 
-def longbench_score(records: pd.DataFrame) -> float:
+def longbench_estimate(records: pd.DataFrame) -> Estimate:
     agg = _complete_aggregate(records, "longbench")
     if not agg.empty:
         return _task_score(agg, "longbench")
     scores = [_task_score(records, t) for t in LONGBENCH_SUBSETS]
     # the paper's column averages all 21 subsets; fewer is not "LongBench"
-    return float("nan") if any(math.isnan(v) for v in scores) else _mean(scores)
+    return NAN if any(math.isnan(v.value) for v in scores) else _mean(scores)
+
+
+def niah_m_score(records: pd.DataFrame) -> float:
+    return niah_m_estimate(records).value
+
+
+def ruler_score(records: pd.DataFrame) -> float:
+    return ruler_estimate(records).value
+
+
+def longbench_score(records: pd.DataFrame) -> float:
+    return longbench_estimate(records).value
 
 
 def general_score(records: pd.DataFrame, column: str) -> float:
+    return general_estimate(records, column).value
+
+
+def general_estimate(records: pd.DataFrame, column: str) -> Estimate:
     """The lm-eval score of the column's task. lm-eval reports some tasks under several metrics (GSM8K:
     ``exact_match,strict-match`` and ``exact_match,flexible-extract``), each a record of the same task; their mean
     is no metric at all, so one metric is taken: the only one, else ``GENERAL_METRICS``' choice, else "—"."""
@@ -119,10 +170,10 @@ def general_score(records: pd.DataFrame, column: str) -> float:
 
 
 COLUMN_FUNCS = {
-    "NIAH(M)": niah_m_score,
-    "RULER": ruler_score,
-    "LongBench": longbench_score,
-    **{c: (lambda r, c=c: general_score(r, c)) for c in GENERAL_COLUMNS},
+    "NIAH(M)": niah_m_estimate,
+    "RULER": ruler_estimate,
+    "LongBench": longbench_estimate,
+    **{c: (lambda r, c=c: general_estimate(r, c)) for c in GENERAL_COLUMNS},
 }
 
 
@@ -141,7 +192,7 @@ def _config_keys(frame: pd.DataFrame, keys: tuple[str, ...]) -> tuple[str, ...]:
 
 def _table(frame: pd.DataFrame, keys: tuple[str, ...], columns: tuple[str, ...]) -> pd.DataFrame:
     if frame.empty:
-        return pd.DataFrame(columns=[*keys, *columns, "seeds"])
+        return pd.DataFrame(columns=[*keys, *columns, *(c + SE_SUFFIX for c in columns), "seeds"])
     keys = _config_keys(frame, keys)
     rows = []
     keyed = frame.copy()
@@ -155,7 +206,9 @@ def _table(frame: pd.DataFrame, keys: tuple[str, ...], columns: tuple[str, ...])
             for _, g in group.groupby(group["seed"].astype(object).where(group["seed"].notna(), "-"))
         ]
         row = dict(zip(keys, key))
-        row.update({c: _mean([s[c] for s in per_seed]) for c in columns})
+        means = {c: _mean([s[c] for s in per_seed]) for c in columns}
+        row.update({c: means[c].value for c in columns})
+        row.update({c + SE_SUFFIX: means[c].se for c in columns})
         row["seeds"] = len(seeds)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -212,19 +265,21 @@ def perplexity_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_markdown(table: pd.DataFrame, *, digits: int = 1) -> str:
-    """Markdown with missing cells as "—" (never invented)."""
+    """Markdown with missing cells as "—" (never invented); a column with a ``<column> se`` companion is shown as
+    ``score ± se`` (just the score when its standard error is unknown)."""
     if table.empty:
         return "_no results_\n"
-    cols = list(table.columns)
+    cols = [c for c in table.columns if not (str(c).endswith(SE_SUFFIX) and str(c)[: -len(SE_SUFFIX)] in table)]
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, row in table.iterrows():
         cells = []
         for c in cols:
             v = row[c]
+            se = row.get(f"{c}{SE_SUFFIX}") if isinstance(c, str) else None
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 cells.append("—")
             elif isinstance(v, float):
-                cells.append(f"{v:.{digits}f}")
+                cells.append(f"{v:.{digits}f}" + ("" if _nan(se) else f" ± {float(se):.{digits}f}"))
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")

@@ -141,7 +141,7 @@ def tiny_repro_plan(cfg: DictConfig) -> list[SubRun]:
         plan.append(place("base", root / "runs" / "base", {
             "stages": ["evaluate"], "base_model": pretrained, "inputs": {"evaluate": pretrained},
             "meta": {"method": "base", "stage": "base", "target_length": base_length, "token_ratio": 1.0,
-                     "seed": int(common["config"]["seed"])},
+                     "seed": int(common["config"]["seed"]), "max_skip": None},
         }))
     replayed = set(spec.get("replay_methods") or [])
     for method in spec["methods"]:

@@ -183,9 +183,21 @@ def log_position_stats(cfg: Any, result: Mapping[str, Any], out_dir: str | Path)
 HEADLINE = ("niah_m", "ruler", "longbench", "ppl")
 
 
+KNOB_NAMES = {"max_skip": "M", "token_ratio": "ratio", "merge_lambda": "λ", "selection": "selection"}
+
+
 def _label(row: Mapping[str, Any], keys: Sequence[str]) -> str:
-    return " ".join(f"{row[k]}" if k in ("method", "stage") else f"{k}={row[k]}" for k in keys
-                    if k in row and row[k] not in (None, "—")) or "run"
+    """``LongRecipe merge len512 ratio=0.3 M=16``: method and stage, then the other set keys (model name left out)."""
+    parts = []
+    for k in keys:
+        v = row.get(k)
+        if v is None or v == "—" or (isinstance(v, float) and math.isnan(v)) or k == "model_name":
+            continue
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        parts.append(str(v) if k in ("method", "stage", "experiment") else f"len{v}" if k == "target_length"
+                     else f"{KNOB_NAMES.get(k, k)}={v}")
+    return " ".join(parts) or "run"
 
 
 def log_report(settings: Mapping[str, Any], result: Mapping[str, Any], runs: Sequence[str | Path],
@@ -200,7 +212,8 @@ def log_report(settings: Mapping[str, Any], result: Mapping[str, Any], runs: Seq
     with start_run(layout, _plain(config)) as run:
         for name, table in (result.get("tables") or {}).items():
             if isinstance(table, pd.DataFrame) and not table.empty:
-                run.log_table(f"report/{name}", table.astype(object).where(table.notna(), None).to_dict("records"))
+                rows = table.astype(object).where(table.notna(), None).to_dict("records")
+                run.log_table(f"report/{name}", [{k: None if v == "—" else v for k, v in r.items()} for r in rows])
         for name, path in (result.get("paths") or {}).items():
             if name.endswith("_png") and Path(path).is_file():
                 run.log_image(f"report/{name[:-4]}", path)

@@ -77,14 +77,25 @@ class TrackedRun:
         self._guard("define_metric", define)
 
     def log_table(self, key: str, rows: Sequence[Mapping[str, Any]], first: Sequence[str] = ()) -> list[str]:
-        """Log ``rows`` as a ``wandb.Table`` under ``key``; returns its columns."""
+        """Log ``rows`` as a ``wandb.Table`` under ``key``; returns its columns. A column mixing numbers and text
+        is logged as text (wandb types each column); a table wandb still refuses is skipped with a warning."""
         columns = table_columns(rows, first)
-
-        def log_it():
+        data = [[_cell(r.get(c)) for c in columns] for r in rows]
+        for j in range(len(columns)):
+            kinds = {type(row[j]) for row in data if row[j] is not None}
+            if str in kinds and len(kinds) > 1:
+                for row in data:
+                    row[j] = None if row[j] is None else str(row[j])
+        if not self.active:
+            return columns
+        try:
             import wandb
 
-            self.run.log({key: wandb.Table(columns=columns, data=[[_cell(r.get(c)) for c in columns] for r in rows])})
-        self._guard(f"table {key}", log_it)
+            table = wandb.Table(columns=columns, data=data)
+        except Exception as err:  # a malformed table is skipped, the run goes on
+            log.warning("wandb table %s skipped (%s: %s)", key, type(err).__name__, err)
+            return columns
+        self._guard(f"table {key}", self.run.log, {key: table})
         return columns
 
     def log_image(self, key: str, image: str | Path | Any, caption: str | None = None) -> None:

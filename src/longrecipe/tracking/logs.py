@@ -7,7 +7,8 @@ Evaluation (one run per evaluation group, job type ``evaluate``), for group ``<g
 * ``eval/<g>/by_depth`` — the same columns per (task, length, needle depth), from the per-sample scores (NIAH / RULER);
 * history rows against ``eval/length``: ``eval/<g>/<task>`` per evaluated length (so a line plot of ``eval/<g>/<g>``
   over ``eval/length`` draws score or perplexity vs length, one line per run / method); summary
-  ``eval/<g>/<task>@<length>``;
+  ``eval/<g>/<task>@<length>`` and ``eval/<g>/mean`` (the headline task ``<g>`` averaged over lengths, as the
+  paper's long-context columns);
 * images ``eval/<g>/niah_heatmap`` (depth x length) and ``eval/<g>/ppl_by_position`` (perplexity per position bucket).
 
 Positions (``longrecipe-positions``, job type ``positions``): table ``positions/stats``, image ``positions/figure``,
@@ -127,7 +128,11 @@ def log_eval_records(run: TrackedRun, group: str, records: Sequence[Mapping[str,
             by_length[int(r["length"])][f"{prefix}/{r['task']}"] = float(r["score"])
     for length in sorted(by_length):
         run.log({"eval/length": length, **by_length[length]})
-    run.summary({f"{key}@{length}": v for length, row in by_length.items() for key, v in row.items()})
+    summary = {f"{key}@{length}": v for length, row in by_length.items() for key, v in row.items()}
+    headline = [row[f"{prefix}/{group}"] for row in by_length.values() if f"{prefix}/{group}" in row]
+    if headline:  # the paper's long-context columns average the evaluated lengths
+        summary[f"{prefix}/mean"] = sum(headline) / len(headline)
+    run.summary(summary)
     if heatmap is not None and Path(heatmap).is_file():
         run.log_image(f"{prefix}/niah_heatmap", heatmap)
     elif by_depth:

@@ -15,7 +15,7 @@ from longrecipe.config import CONF_DIR
 from longrecipe.positions.report import run_position_stats
 from longrecipe.tracking.logs import log_position_stats
 
-__all__ = ["main", "run_position_stats"]
+__all__ = ["main", "run_position_stats", "run_positions"]
 
 
 def _output_dir(cfg: DictConfig) -> Path:
@@ -26,10 +26,16 @@ def _output_dir(cfg: DictConfig) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="positions")
-def main(cfg: DictConfig) -> None:
+def run_positions(cfg: DictConfig) -> dict:
+    """``run_position_stats`` and, with ``wandb`` on, its wandb run (table, figure, summaries)."""
     result = run_position_stats(cfg)
     log_position_stats(cfg, result, _output_dir(cfg))
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="positions")
+def main(cfg: DictConfig) -> None:
+    run_positions(cfg)
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ KNOB_NAMES = {"max_skip": "M", "token_ratio": "ratio", "merge_lambda": "λ", "se
 def _label(row: Mapping[str, Any], keys: Sequence[str]) -> str:
     """``LongRecipe merge len512 ratio=0.3 M=16``: method and stage, then the other set keys (model name left out)."""
     parts = []
-    for k in keys:
+    for k in sorted(keys, key=lambda k: (k not in ("method", "stage"), list(keys).index(k))):
         v = row.get(k)
         if v is None or v == "—" or (isinstance(v, float) and math.isnan(v)) or k == "model_name":
             continue

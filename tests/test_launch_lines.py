@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-from pathlib import Path
 
 import pytest
 from launch_lines import launch_lines

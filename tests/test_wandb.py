@@ -193,3 +193,13 @@ def test_offline_reader_rejects_other_files(tmp_path):
     (tmp_path / "x.wandb").write_bytes(b"not a log")
     with pytest.raises(ValueError, match="is not a wandb transaction log"):
         list(iter_records(tmp_path / "x.wandb"))
+
+
+def test_standalone_merge_logs_a_merge_run(tmp_path, tiny_model_dir):
+    base, tuned = tiny_model_dir(seed=0), tiny_model_dir(seed=1)
+    _run(["longrecipe.cli.merge", f"original={base}", f"tuned={tuned}", "merge.lambda=0.25", "wandb=offline",
+          f"output={tmp_path / 'merged'}", f"hydra.run.dir={tmp_path / 'run'}", "progress=false"], REPO)
+    (run,) = find_offline_runs(tmp_path)
+    assert run.job_type == "merge" and run.group == "default"
+    assert run.summary["stage/weights/0"] == 0.75 and run.summary["stage/weights/1"] == 0.25
+    assert run.config["merge"]["lambda"] == 0.25 and not (tmp_path / "merged" / "wandb").exists()

@@ -18,8 +18,8 @@ Report (``longrecipe-report`` / the ``report`` stage, job type ``report``): tabl
 Fig. 2, perplexity), images ``report/<figure>``, charts ``report/ppl_vs_length`` and ``report/score_vs_length`` (one
 line per method) and the table ``report/scores`` behind the score chart.
 
-Other pipeline stages (``base``, ``analyze``, ``prepare``, ``merge``): a run with the stage's numeric outputs in the
-summary as ``stage/<key>`` and ``stage/seconds``. Training logs through Lightning (``train/*``, ``val/*``, ``perf/*``,
+Other pipeline stages (``base``, ``analyze``, ``prepare``, ``merge``) and the stand-alone ``longrecipe-merge`` /
+``-analyze`` / ``-prepare``: a run with the numeric outputs in the summary as ``stage/<key>`` and ``stage/seconds``. Training logs through Lightning (``train/*``, ``val/*``, ``perf/*``,
 ``compute/tokens|flops|wall_s``).
 """
 
@@ -303,3 +303,14 @@ def log_stage_outputs(run: TrackedRun | None, outputs: Mapping[str, Any]) -> Non
         elif isinstance(v, (list, tuple)) and all(_finite(x) for x in v):
             flat.update({f"stage/{k}/{i}": x for i, x in enumerate(v)})
     run.summary(flat)
+
+
+@contextmanager
+def command_run(cfg: Any, job_type: str, folder: str | Path) -> Iterator[TrackedRun | None]:
+    """A stand-alone command's run (``longrecipe-merge`` / ``-analyze`` / ``-prepare`` with ``wandb=offline``):
+    job type = the command, run folder = its Hydra run folder; yields ``None`` when tracking is off."""
+    settings = tracking_settings(cfg.get("wandb"))
+    tracking = {"stage": str((settings or {}).get("job_type") or job_type), "wandb": settings,
+                "meta": (settings or {}).get("meta"), "config": _plain(cfg)}
+    with stage_run(tracking, folder) as run:
+        yield run

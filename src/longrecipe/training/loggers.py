@@ -60,8 +60,15 @@ class SafeWandbLogger(WandbLogger):
         self.disabled = reason
 
     def start(self) -> bool:
-        """Start the wandb run now (not at the first metric); False (with a warning) when it cannot start."""
+        """Start the wandb run now (not at the first metric); False (with a warning) when it cannot start. A run left
+        open in this process (Lightning would silently reuse it) is finished first, so this run keeps its layout."""
         try:
+            import wandb
+
+            if wandb.run is not None and self._experiment is None:
+                log.warning("finishing the wandb run %s left open in this process before starting %s",
+                            wandb.run.id, self._id)
+                wandb.run.finish()
             _ = self.experiment
         except Exception as err:  # wandb must never kill training
             self.disable(f"init: {type(err).__name__}: {err}")

@@ -203,3 +203,18 @@ def test_standalone_merge_logs_a_merge_run(tmp_path, tiny_model_dir):
     assert run.job_type == "merge" and run.group == "default"
     assert run.summary["stage/weights/0"] == 0.75 and run.summary["stage/weights/1"] == 0.25
     assert run.config["merge"]["lambda"] == 0.25 and not (tmp_path / "merged" / "wandb").exists()
+
+
+def test_pipeline_evaluate_and_report_stages_log(tmp_path, tiny_model_dir):
+    from longrecipe.pipeline import run_pipeline
+
+    model = tiny_model_dir(seed=0)
+    run_pipeline(compose("run", ["stages=[evaluate,report]", f"base_model={model}", f"+inputs.evaluate={model}",
+                                 f"run_dir={tmp_path}", "wandb=offline", "experiment_name=probe",
+                                 "evaluate.config.eval.lengths=[32,64]", "evaluate.config.eval.num_windows=1",
+                                 "evaluate.config.eval.min_words=300", "+evaluate.config.progress=false"]))
+    runs = {r.job_type: r for r in find_offline_runs(tmp_path)}
+    assert set(runs) == {"evaluate", "report"} and {r.group for r in runs.values()} == {"probe"}
+    assert runs["evaluate"].table("eval/ppl/results")[0]["task"] == "ppl"
+    assert runs["report"].table("report/perplexity")[0]["ppl@32"] == pytest.approx(
+        runs["evaluate"].summary["eval/ppl/ppl@32"])

@@ -278,7 +278,8 @@ def run_report(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dict:
     result = build_report([str(inputs["results"])], out_dir / "report")
     tracking = stage_cfg.get("tracking") or {}
     if tracking.get("wandb"):
-        log_report(tracking["wandb"], result, [str(inputs["results"])], out_dir, config=tracking.get("config"),
+        log_report({**tracking["wandb"], "job_type": "report"}, result, [str(inputs["results"])], out_dir,
+                   config=tracking.get("config"),
                    meta=tracking.get("meta"))
     return {"path": str(out_dir / "report")}
 

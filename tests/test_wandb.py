@@ -195,6 +195,7 @@ def test_offline_reader_rejects_other_files(tmp_path):
         list(iter_records(tmp_path / "x.wandb"))
 
 
+@pytest.mark.slow
 def test_standalone_merge_logs_a_merge_run(tmp_path, tiny_model_dir):
     base, tuned = tiny_model_dir(seed=0), tiny_model_dir(seed=1)
     _run(["longrecipe.cli.merge", f"original={base}", f"tuned={tuned}", "merge.lambda=0.25", "wandb=offline",
@@ -205,6 +206,7 @@ def test_standalone_merge_logs_a_merge_run(tmp_path, tiny_model_dir):
     assert run.config["merge"]["lambda"] == 0.25 and not (tmp_path / "merged" / "wandb").exists()
 
 
+@pytest.mark.slow
 def test_pipeline_evaluate_and_report_stages_log(tmp_path, tiny_model_dir):
     from longrecipe.pipeline import run_pipeline
 

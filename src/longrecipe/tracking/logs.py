@@ -228,7 +228,7 @@ def log_report(settings: Mapping[str, Any], result: Mapping[str, Any], runs: Seq
             keys = [c for c in ppl.columns if c not in cols]
             lengths = [int(str(c).split("@")[1]) for c in cols]
             series = [(_label(row, keys), [row[c] for c in cols]) for _, row in ppl.iterrows()]
-            _line_series(run, "report/ppl_vs_length", lengths, series, "perplexity vs length", "perplexity")
+            _line_series(run, "report/ppl_vs_length", lengths, series, "perplexity vs length")
         frame = collect_results(list(runs))
         scores = score_rows(frame)
         if scores:
@@ -240,7 +240,7 @@ def log_report(settings: Mapping[str, Any], result: Mapping[str, Any], runs: Seq
                 for label in sorted({r["label"] for r in rows}):
                     cell = {r["length"]: r["score"] for r in rows if r["label"] == label}
                     series.append((label, [cell.get(n) for n in lengths]))
-                _line_series(run, f"report/score_vs_length/{task}", lengths, series, f"{task} vs length", task)
+                _line_series(run, f"report/score_vs_length/{task}", lengths, series, f"{task} score vs length")
 
 
 def score_rows(frame) -> list[dict[str, Any]]:
@@ -263,18 +263,16 @@ def score_rows(frame) -> list[dict[str, Any]]:
     return out
 
 
-def _line_series(run: TrackedRun, key: str, xs: list[int], series: list[tuple[str, list[Any]]], title: str,
-                 ylabel: str) -> None:
+def _line_series(run: TrackedRun, key: str, xs: list[int], series: list[tuple[str, list[Any]]], title: str) -> None:
+    """A ``wandb.plot.line_series`` chart (one line per label; its data is the table ``<key>_table``)."""
     def chart():
         import wandb
 
         ys = [[float(v) if _finite(v) else float("nan") for v in values] for _, values in series]
         return wandb.plot.line_series(xs=xs, ys=ys, keys=[label for label, _ in series], title=title,
                                       xname="length")
-    if run.active:
-        made = run._guard(f"chart {key}", chart)
-        if made is not None:
-            run.log_chart(key, made)
+
+    run.log_chart(key, chart)
 
 
 # ---------------------------------------------------------------------------- generic pipeline stages

@@ -67,12 +67,9 @@ def _put(target: dict[str, Any], item) -> None:
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, dict) and "value" not in value and "desc" not in value or \
-            isinstance(value, dict) and set(value) - {"value", "desc"}:
+    if isinstance(value, dict) and value:
         for k, v in value.items():
             _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    elif isinstance(value, dict):
-        _flatten(prefix, value.get("value"), out)
     else:
         out[prefix] = value
 
@@ -98,7 +95,8 @@ class OfflineRun:
         """``config`` with nested keys joined by dots (as the wandb UI and workspace filters name them)."""
         out: dict[str, Any] = {}
         for k, v in self.config.items():
-            _flatten(k, v, out)
+            if not k.startswith("_wandb"):
+                _flatten(k, v, out)
         return out
 
     def keys(self) -> set[str]:

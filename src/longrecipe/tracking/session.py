@@ -8,7 +8,7 @@ CSV logger and checkpoints, evaluations keep their ``results.json``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +111,13 @@ class TrackedRun:
 
             plt.close(image)
 
-    def log_chart(self, key: str, chart: Any) -> None:
-        self._guard(f"chart {key}", self.run.log, {key: chart})
+    def log_chart(self, key: str, build: Callable[[], Any]) -> None:
+        """Log the chart ``build()`` makes (e.g. ``wandb.plot.line_series``); building happens only when active."""
+        if not self.active:
+            return
+        chart = self._guard(f"chart {key}", build)
+        if chart is not None:
+            self._guard(f"chart {key}", self.run.log, {key: chart})
 
     def summary(self, values: Mapping[str, Any]) -> None:
         self._guard("summary", self.run.summary.update, dict(values))

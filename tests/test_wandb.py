@@ -220,3 +220,14 @@ def test_pipeline_evaluate_and_report_stages_log(tmp_path, tiny_model_dir):
     assert runs["evaluate"].table("eval/ppl/results")[0]["task"] == "ppl"
     assert runs["report"].table("report/perplexity")[0]["ppl@32"] == pytest.approx(
         runs["evaluate"].summary["eval/ppl/ppl@32"])
+
+
+def test_tracking_settings_modes():
+    from longrecipe.tracking.layout import tracking_settings
+
+    assert tracking_settings(compose("evaluate", ["model_path=x"]).wandb) is None  # disabled by default
+    on = tracking_settings(compose("evaluate", ["model_path=x", "wandb=offline"]).wandb)
+    assert on["mode"] == "offline" and on["project"] == "longrecipe"
+    assert tracking_settings({"enabled": True, "mode": "dryrun"})["mode"] == "offline"
+    with pytest.raises(ValueError, match=r"wandb.mode must be one of \['offline', 'online', 'disabled'\], got 'sync'"):
+        tracking_settings({"enabled": True, "mode": "sync"})

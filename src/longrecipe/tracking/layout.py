@@ -47,6 +47,7 @@ def tracking_settings(node: Any) -> dict[str, Any] | None:
     if not data.get("enabled", False):
         return None
     mode = str(data.get("mode") or "offline")
+    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)  # wandb's older names (WANDB_MODE=dryrun)
     if mode not in MODES:
         raise ValueError(f"wandb.mode must be one of {list(MODES)}, got {mode!r}; e.g. wandb.mode=offline "
                          "(sync later with `wandb sync <run folder>/wandb/offline-run-*`)")

@@ -116,17 +116,23 @@ def test_flt_uses_full_length_and_ablations_and_ratios(tmp_path):
         assert run_meta(run_cfg)["token_ratio"] == pct / 100
 
 
-def test_run_meta_derivation_and_wandb_group():
-    cfg = compose("run", ["experiment=qwen2_7b_80k_pose", "train_common.groups.logger=wandb"])
+def test_run_meta_derivation_and_wandb_layout():
+    from longrecipe.pipeline.stages import tracking_context
+
+    cfg = compose("run", ["experiment=qwen2_7b_80k_pose", "wandb=offline"])
     assert run_meta(cfg) == {"model_name": "qwen2_7b", "method": "PoSE", "target_length": 81920,
                              "token_ratio": 0.3, "selection": "none", "seed": 42, "max_skip": None,
                              "merge_lambda": None, "experiment": "qwen2_7b_80k_pose"}
     stage_cfg = _train_configure(cfg, "extend")
-    assert stage_cfg["wandb"] == {"group": "qwen2_7b_80k_pose", "name": "qwen2_7b_80k_pose-extend",
-                                  "tags": ["PoSE", "81920", "qwen2_7b", "extend"]}
-    train_cfg = _train_cfg(stage_cfg, Path("/tmp/x"), {})
-    assert train_cfg.logger.wandb.group == "qwen2_7b_80k_pose"
-    assert list(train_cfg.logger.wandb.tags) == ["PoSE", "81920", "qwen2_7b", "extend"]
+    assert "wandb" not in stage_cfg and "tracking" not in stage_cfg  # tracking never enters the config hash
+    tracking = tracking_context(cfg, "extend")
+    assert tracking["wandb"]["mode"] == "offline" and tracking["meta"] == run_meta(cfg)
+    train_cfg = _train_cfg({**stage_cfg, "tracking": tracking}, Path("/tmp/x"), {})
+    node = train_cfg.logger.wandb  # wandb=offline on the run turns on the wandb logger (+ CSV) of training stages
+    assert set(train_cfg.logger) == {"csv", "wandb"}
+    assert node.group == "qwen2_7b_80k_pose" and node.job_type == "extend" and node.mode == "offline"
+    assert node.meta.method == "PoSE" and node.meta.target_length == 81920 and node.folder == "/tmp/x/run"
+    assert compose("run", ["experiment=qwen2_7b_80k_pose"]).wandb.enabled is False  # off unless asked
     plain = compose("run", [])  # no experiment: derived from the default run
     assert run_meta(plain)["method"] == "LongRecipe" and run_meta(plain)["merge_lambda"] == 0.5
 

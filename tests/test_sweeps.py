@@ -77,3 +77,75 @@ def test_merge_lambda_multirun_joblib(tmp_path, tiny_model_dir):
         merged = load_file(str(run / "merge" / "model" / "model.safetensors"))
         name = "model.embed_tokens.weight"
         assert (merged[name] - ((1 - lam) * a[name] + lam * b[name])).abs().max() < 1e-6
+
+
+def _plan(overrides: list[str]) -> dict:
+    from longrecipe.experiments.tiny_repro import tiny_repro_plan
+
+    return {s.name: s for s in tiny_repro_plan(compose("run", ["experiment=tiny_repro_quick", *overrides,
+                                                                "sweep_root=/r"]))}
+
+
+def test_max_skip_reaches_only_longrecipe_and_the_rest_is_shared():
+    """The documented `-m experiment=tiny_repro_quick sweep=max_skip` gave FLT a max_skip (TypeError in FullLength);
+    now M reaches LongRecipe only, and what M does not change runs once for all points."""
+    points = {m: _plan(["sweep=max_skip", f"extend.config.position.max_skip={m}"]) for m in (16, 64)}
+    for name in ("pretrain", "base", "flt/seed0", "rpes/seed0", "pose/seed0"):
+        assert points[16][name].run_dir == points[64][name].run_dir
+        assert points[16][name].run_dir.startswith("/r/max_skip/shared/")
+    for name in ("flt/seed0", "rpes/seed0", "pose/seed0"):
+        assert "position" not in points[16][name].values["extend"]["config"]
+    for m in (16, 64):
+        lr = points[m]["longrecipe/seed0"]
+        assert lr.values["extend"]["config"]["position"] == {"max_skip": m} and lr.values["stages"] == ["extend",
+                                                                                                       "replay"]
+        merge = points[m]["longrecipe/seed0/merge"]
+        assert merge.values["inputs"] == {"merge": f"{lr.run_dir}/replay/model"}
+        assert merge.values["stages"] == ["merge", "evaluate"]
+    assert points[16]["longrecipe/seed0"].run_dir != points[64]["longrecipe/seed0"].run_dir
+
+
+def test_token_ratio_and_merge_lambda_sweeps_share_what_they_do_not_change():
+    ratio = {r: _plan(["sweep=token_ratio", f"train_common.config.token_ratio={r}"]) for r in (0.2, 0.4)}
+    same = {n for n in ratio[0.2] if ratio[0.2][n].run_dir == ratio[0.4][n].run_dir}
+    assert same == {"pretrain", "base", "flt/seed0"}  # FLT always trains on full-length samples
+    lam = {x: _plan(["sweep=merge_lambda", f"merge.lambda={x}"]) for x in (0.3, 0.7)}
+    same = {n for n in lam[0.3] if lam[0.3][n].run_dir == lam[0.7][n].run_dir}
+    assert same == set(lam[0.3]) - {"longrecipe/seed0/merge"}  # extension + replay shared; merge per λ
+
+
+def test_position_knob_unknown_to_every_method_still_fails():
+    with pytest.raises(ValueError, match="no position scheme 'yarn'"):
+        from longrecipe.experiments.tiny_repro import position_keys
+
+        position_keys("yarn")
+    plan = _plan(["tiny_repro.methods=[flt,longrecipe]", "+extend.config.position.max_skp=3"])
+    assert plan["flt/seed0"].values["extend"]["config"]["position"] == {"max_skp": 3}  # a typo is not swallowed
+
+
+def _documented_sweep_commands(name: str) -> list:
+    from launch_lines import launch_lines
+
+    return [x for x in launch_lines() if x.source == f"sweep/{name}.yaml" and "x" not in
+            [v.split("=", 1)[-1] for v in x.overrides] and "hydra/launcher=slurm" not in x.overrides
+            and not any(o.startswith("experiment=") and "tiny" not in o for o in x.overrides)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["max_skip", "token_ratio", "merge_lambda"])
+def test_documented_sweep_commands_run(name, tmp_path):
+    """Every runnable `# Launch:` line of conf/sweep/<name>.yaml as written (outputs redirected), then its report."""
+    commands = _documented_sweep_commands(name)
+    assert commands
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "offline"}
+    for i, launch in enumerate(commands):
+        module = {"run": "longrecipe.cli.run", "report": "longrecipe.cli.report"}[launch.config]
+        args = [o.replace("outputs/sweep", str(tmp_path / "sw")) for o in launch.overrides]
+        extra = [f"sweep_root={tmp_path / 'sw'}", f"hydra.sweep.dir={tmp_path / f'mr{i}'}"] if launch.multirun \
+            else [f"hydra.run.dir={tmp_path / f'report{i}'}"]
+        cmd = [sys.executable, "-m", module, *(["-m"] if launch.multirun else []), *args, *extra]
+        out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
+        assert out.returncode == 0, f"{launch.line}\n{out.stderr[-3000:]}"
+        if launch.config == "report":
+            main = (tmp_path / f"report{i}" / "table1_main.csv").read_text()
+            assert "LongRecipe" in main

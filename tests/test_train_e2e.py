@@ -64,21 +64,60 @@ def test_overfit_preset_composes():
     assert cfg.trainer.overfit_batches == 2 and cfg.optim.lr == 3.0e-3
 
 
-def test_wandb_logger_is_offline_without_key(tmp_path, monkeypatch):
+def test_wandb_logger_layout_offline_by_default(tmp_path, monkeypatch):
     from hydra.utils import instantiate
 
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    from longrecipe.tracking.layout import stable_run_id
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     cfg = compose("train", ["logger=wandb", f"run_dir={tmp_path}"])
-    assert set(cfg.logger) == {"csv", "wandb"}
+    assert set(cfg.logger) == {"csv", "wandb"} and cfg.logger.wandb.mode == "offline"
     logger = instantiate(cfg.logger.wandb)
-    assert logger._offline is True
-    assert logger._wandb_init["group"] == "longrecipe"
-    assert logger._wandb_init["tags"] == ["longrecipe", "len1024", "tiny_llama"]
-    cfg = compose("train", ["logger=wandb", f"run_dir={tmp_path}", "position=pose", "logger.wandb.tags=[x,pose]",
+    try:
+        init = logger._wandb_init
+        assert init["mode"] == "offline" and init["group"] == "default" and init["job_type"] == "train"
+        assert init["tags"] == ["LongRecipe", "len1024", "tiny_llama"]
+        assert logger._id == stable_run_id(tmp_path, "train") and init["name"] == "LongRecipe train"
+        assert logger.experiment.offline and (tmp_path / "wandb").is_dir()
+    finally:
+        logger.finalize("success")
+    cfg = compose("train", ["logger=wandb", f"run_dir={tmp_path / 'b'}", "position=pose", "logger.wandb.tags=[x,pose]",
                             "logger.wandb.group=ablation"])
     logger = instantiate(cfg.logger.wandb)
-    assert logger._wandb_init["group"] == "ablation" and logger._wandb_init["tags"] == ["x", "pose", "len1024",
-                                                                                      "tiny_llama"]
+    try:
+        assert logger._wandb_init["group"] == "ablation"
+        assert logger._wandb_init["tags"] == ["PoSE", "len1024", "tiny_llama", "x", "pose"]
+    finally:
+        logger.finalize("success")
+
+
+def test_wandb_failure_warns_and_training_continues_with_csv(tmp_path, monkeypatch, caplog):
+    """A real wandb failure (online mode without an account) must not stop training or lose checkpoints."""
+    from longrecipe.training.train import train
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    cfg = compose("train", ["logger=wandb", "logger.wandb.mode=online", f"run_dir={tmp_path}", "trainer.max_steps=2",
+                            "data.n_docs=20", "callbacks.checkpoint.every_n_train_steps=1"])
+    with caplog.at_level("WARNING"):
+        result = train(cfg)
+    assert result["global_step"] == 2 and (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert list((tmp_path / "csv").rglob("metrics.csv"))
+    assert any("wandb failed (init: UsageError" in r.getMessage() and "continues" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_wandb_failure_while_logging_disables_only_wandb(tmp_path, caplog):
+    from longrecipe.training.loggers import wandb_logger
+
+    logger = wandb_logger(folder=str(tmp_path), mode="offline")
+    logger.experiment.finish()  # the run dies under the logger (as when the wandb service goes away)
+    with caplog.at_level("WARNING"):
+        logger.log_metrics({"train/loss": 1.0}, step=1)
+        logger.log_metrics({"train/loss": 0.5}, step=2)
+    assert logger.disabled and logger.disabled.startswith("log_metrics:")
+    assert sum("wandb failed" in r.getMessage() for r in caplog.records) == 1  # warned once, then silent
+    logger.finalize("success")
 
 
 def test_composing_real_models_does_not_download():

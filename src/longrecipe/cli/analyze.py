@@ -7,6 +7,7 @@ from omegaconf import DictConfig, open_dict
 
 from longrecipe.analysis.run import run_analysis
 from longrecipe.config import CONF_DIR
+from longrecipe.tracking.logs import command_run
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="analyze")
@@ -16,7 +17,8 @@ def main(cfg: DictConfig) -> None:
 
         with open_dict(cfg):
             cfg.output_dir = HydraConfig.get().runtime.output_dir
-    run_analysis(cfg)
+    with command_run(cfg, "analyze", cfg.output_dir):  # wandb=offline: an analyze run
+        run_analysis(cfg)
 
 
 if __name__ == "__main__":

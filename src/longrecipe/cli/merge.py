@@ -10,9 +10,15 @@ from longrecipe.config import CONF_DIR
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="merge")
 def main(cfg: DictConfig) -> dict:
-    from longrecipe.merging import merge_from_config
+    from hydra.core.hydra_config import HydraConfig
 
-    return merge_from_config(cfg)
+    from longrecipe.merging import merge_from_config
+    from longrecipe.tracking.logs import command_run, log_stage_outputs
+
+    with command_run(cfg, "merge", HydraConfig.get().runtime.output_dir) as run:  # wandb=offline: a merge run
+        result = merge_from_config(cfg)
+        log_stage_outputs(run, result)
+    return result
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from longrecipe.evaluation.results import (
     niah_heatmap,
     write_results,
 )
+from longrecipe.tracking.logs import log_evaluation
 from longrecipe.utils.confighash import config_hash
 from longrecipe.utils.logging import get_logger
 
@@ -67,6 +68,7 @@ def evaluate(cfg: DictConfig, *, model=None, tokenizer=None) -> list[dict[str, A
         niah_heatmap([s for s in samples if s["task"].startswith("niah")], out_dir / "niah_heatmap.png",
                      title=f"{meta['group']}: {meta['model']}")
     _log_records(cfg, records)
+    log_evaluation(cfg, records, samples, out_dir)  # wandb (cfg.wandb): tables, per-length history, figures
     return records
 
 

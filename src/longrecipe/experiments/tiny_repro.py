@@ -14,6 +14,13 @@ Layout of ``run_dir``::
     report/                        report.md, perplexity.csv, perplexity.png, ... ; summary.json / summary.md
 
 Each sub-run is a ``run_pipeline`` call with its own markers, so an interrupted demo resumes where it stopped.
+
+Sweeps (``conf/sweep/*.yaml``): a value given for a position knob (``extend.config.position.<key>``, e.g. LongRecipe's
+``max_skip``) reaches only the methods whose scheme has that key. With ``shared_runs_dir`` set (the sweeps set it),
+each sub-run lives in ``<shared_runs_dir>/<name>/<hash of its stage configs>``: the points of a sweep reuse the
+sub-runs the swept value does not change (pretraining, the base evaluation, FLT / RPES / PoSE when sweeping M, the
+extension + replay when sweeping the merge λ), one process at a time (a file lock beside each folder); the point's
+``run_dir`` keeps ``plan.json`` (its sub-run folders) and its report.
 """
 
 from __future__ import annotations
@@ -61,39 +68,98 @@ def _check(spec: dict) -> None:
                          "e.g. tiny_repro.seeds=[0,1]")
 
 
+def position_keys(method: str) -> set[str]:
+    """The keys of ``conf/position/<method>.yaml`` (what that scheme accepts)."""
+    from longrecipe.config import CONF_DIR
+
+    path = CONF_DIR / "position" / f"{method}.yaml"
+    if not path.is_file():
+        raise ValueError(f"no position scheme {method!r} in {path.parent}; tiny_repro.methods take {list(METHODS)}")
+    return {str(k) for k in OmegaConf.load(path) if k != "_target_"}
+
+
+def method_position_values(method: str, position: dict | None, methods: list[str]) -> dict:
+    """``position`` values (``extend.config.position``) that apply to ``method``: a key that another method's scheme
+    has and this one's lacks (e.g. ``max_skip`` of LongRecipe for FLT) is left out; unknown keys stay (and fail)."""
+    if not position:
+        return {}
+    own = position_keys(method)
+    others = set().union(*(position_keys(m) for m in methods if m != method)) if len(methods) > 1 else set()
+    dropped = sorted(k for k in position if k not in own and k in others)
+    if dropped:
+        log.info("tiny_repro: position %s applies to other methods only; not passed to %s", dropped, method)
+    return {k: v for k, v in position.items() if k not in dropped}
+
+
+def _method_extend(cfg: DictConfig, spec: dict, method: str) -> dict:
+    extend = _plain(cfg.extend)
+    extend = {**extend, "groups": {**(extend.get("groups") or {}), "position": method}}
+    config = dict(extend.get("config") or {})
+    if "position" in config:
+        config["position"] = method_position_values(method, config["position"], list(spec["methods"]))
+        if not config["position"]:
+            del config["position"]
+    if method in set(spec.get("full_length_methods") or []):
+        config["token_ratio"] = 1.0
+    extend["config"] = config
+    return extend
+
+
+def sub_run_key(cfg: DictConfig, name: str, values: dict) -> str:
+    """Hash of what a sub-run computes: each of its stages' hashed config, its fixed inputs and its metadata."""
+    from longrecipe.pipeline.stages import default_registry, run_meta
+    from longrecipe.utils.confighash import config_hash
+
+    sub = sub_config(cfg, SubRun(name, "", values))
+    registry = default_registry()
+    stages = {st: registry.get(st).configure(sub, st) for st in values["stages"]}
+    return config_hash({"stages": stages, "base_model": values.get("base_model"), "inputs": values.get("inputs"),
+                        "meta": run_meta(sub)})[:12]
+
+
 def tiny_repro_plan(cfg: DictConfig) -> list[SubRun]:
     """The sub-runs of the reproduction, in execution order (pure: nothing runs)."""
     spec = _plain(cfg.tiny_repro)
     _check(spec)
     root = Path(str(cfg.run_dir))
+    shared = Path(str(cfg.shared_runs_dir)) if cfg.get("shared_runs_dir") else None
+
+    def place(name: str, default: Path, values: dict) -> SubRun:
+        folder = default if shared is None else shared / name / sub_run_key(cfg, name, values)
+        return SubRun(name, str(folder), values)
+
     common = _plain(cfg.train_common)
     base_length = int(common["config"]["base_length"])
-    pretrained = str((root / "pretrain" / "extend" / "model").resolve())
-    plan = [SubRun("pretrain", str(root / "pretrain"), {
+    pre = place("pretrain", root / "pretrain", {
         "stages": ["base", "extend"], "base_model": None, "inputs": {},
         "extend": spec["pretrain"],
         "meta": {"method": "pretrain", "stage": "pretrain", "target_length": base_length, "token_ratio": 1.0},
-    })]
+    })
+    plan = [pre]
+    pretrained = str((Path(pre.run_dir) / "extend" / "model").resolve())
     if spec.get("evaluate_base", True):
-        plan.append(SubRun("base", str(root / "runs" / "base"), {
+        plan.append(place("base", root / "runs" / "base", {
             "stages": ["evaluate"], "base_model": pretrained, "inputs": {"evaluate": pretrained},
             "meta": {"method": "base", "stage": "base", "target_length": base_length, "token_ratio": 1.0,
-                     "seed": int(common["config"]["seed"])},
+                     "seed": int(common["config"]["seed"]), "max_skip": None},
         }))
-    full = set(spec.get("full_length_methods") or [])
     replayed = set(spec.get("replay_methods") or [])
     for method in spec["methods"]:
         for seed in spec["seeds"]:
-            extend = _plain(cfg.extend)
-            extend = {**extend, "groups": {**(extend.get("groups") or {}), "position": method}}
-            config = dict(extend.get("config") or {})
-            if method in full:
-                config["token_ratio"] = 1.0
-            extend["config"] = config
-            stages = ["extend", "replay", "merge", "evaluate"] if method in replayed else ["extend", "evaluate"]
-            values = {"stages": stages, "base_model": pretrained, "inputs": {}, "extend": extend,
+            name = f"{method}/seed{seed}"
+            values = {"base_model": pretrained, "inputs": {}, "extend": _method_extend(cfg, spec, method),
                       "train_common": {"config": {"seed": int(seed)}}, "meta": {}}
-            plan.append(SubRun(f"{method}/seed{seed}", str(root / "runs" / method / f"seed{seed}"), values))
+            if method not in replayed:
+                plan.append(place(name, root / "runs" / method / f"seed{seed}",
+                                  {**values, "stages": ["extend", "evaluate"]}))
+            elif shared is None:
+                plan.append(place(name, root / "runs" / method / f"seed{seed}",
+                                  {**values, "stages": ["extend", "replay", "merge", "evaluate"]}))
+            else:  # extension + replay shared by every merge λ; merge + evaluation per λ
+                trained = place(name, Path(), {**values, "stages": ["extend", "replay"]})
+                replayed_model = str((Path(trained.run_dir) / "replay" / "model").resolve())
+                plan += [trained, place(f"{name}/merge", Path(), {**values, "stages": ["merge", "evaluate"],
+                                                                  "inputs": {"merge": replayed_model}})]
     return plan
 
 
@@ -114,26 +180,37 @@ def sub_config(cfg: DictConfig, sub: SubRun) -> DictConfig:
 
 def run_tiny_repro(cfg: DictConfig) -> dict[str, Any]:
     """Run the plan (each sub-run resumable), then build the report and print the perplexity table."""
+    from filelock import FileLock
     from tqdm.auto import tqdm
 
     from longrecipe.pipeline.stages import run_pipeline
+    from longrecipe.utils.io import write_json_atomic
 
     plan = tiny_repro_plan(cfg)
     root = Path(str(cfg.run_dir)).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
+    shared = bool(cfg.get("shared_runs_dir"))
+    write_json_atomic(root / "plan.json", [{"name": s.name, "run_dir": str(Path(s.run_dir).resolve()),
+                                            "stages": s.values["stages"]} for s in plan])
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     t_all = time.time()
     for sub in tqdm(plan, desc="tiny_repro runs", unit="run"):
         log.info("tiny_repro: %s -> %s", sub.name, sub.run_dir)
         t0 = time.time()
-        results[sub.name] = run_pipeline(sub_config(cfg, sub))
+        if shared:  # another sweep point may be running (or have run) this very sub-run: one at a time
+            Path(sub.run_dir).parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(f"{sub.run_dir}.lock"):
+                results[sub.name] = run_pipeline(sub_config(cfg, sub))
+        else:
+            results[sub.name] = run_pipeline(sub_config(cfg, sub))
         timings[sub.name] = round(time.time() - t0, 1)
         log.info("tiny_repro: %s done in %.1fs", sub.name, timings[sub.name])
-    report = build_tiny_report(root, cfg)
+    runs = [Path(s.run_dir) for s in plan if "evaluate" in s.values["stages"]] if shared else None
+    report = build_tiny_report(root, cfg, runs)
     summary = {"run_dir": str(root), "seconds": round(time.time() - t_all, 1), "timings": timings,
                "stage_seconds": _stage_seconds(results), **report}
-    from longrecipe.utils.io import write_json_atomic, write_text_atomic
+    from longrecipe.utils.io import write_text_atomic
 
     write_json_atomic(root / "report" / "summary.json", summary)
     write_text_atomic(root / "report" / "summary.md", summary_markdown(summary))
@@ -170,13 +247,21 @@ def niah_rows(frame) -> list[dict[str, Any]]:
             for (m, length), g in sel.groupby(["method", "length"], sort=True)]
 
 
-def build_tiny_report(root: Path, cfg: DictConfig) -> dict[str, Any]:
-    """``build_report`` over ``root/runs`` plus the seed-aware perplexity / NIAH summary of the reproduction."""
+def build_tiny_report(root: Path, cfg: DictConfig, runs: list[Path] | None = None) -> dict[str, Any]:
+    """``build_report`` over ``runs`` (default ``root/runs``) plus the seed-aware perplexity / NIAH summary of the
+    reproduction; with ``wandb`` on, also the report's summary run (``root/report``)."""
     from longrecipe.reporting.collect import collect_results
     from longrecipe.reporting.report import build_report
+    from longrecipe.tracking.layout import tracking_settings
+    from longrecipe.tracking.logs import log_report
 
-    out = build_report([root / "runs"], root / "report")
-    frame = collect_results([root / "runs"])
+    runs = runs or [root / "runs"]
+    out = build_report(runs, root / "report")
+    settings = tracking_settings(cfg.get("wandb"))
+    if settings is not None:
+        log_report(settings, out, runs, root / "report", config=cfg,
+                   meta={"experiment": cfg.get("experiment_name"), "stage": "report"})
+    frame = collect_results(runs)
     final = frame[frame["stage"].isin(["base", "merge", "extend"])]
     ppl = ppl_rows(final[final["method"] != "LongRecipe"]) + ppl_rows(final[(final["method"] == "LongRecipe")])
     base_length = int(cfg.train_common.config.base_length)

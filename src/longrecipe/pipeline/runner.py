@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,9 +133,14 @@ def run_stages(
     force: Sequence[str] = (),
     input_overrides: dict[str, Any] | None = None,
     fixed_inputs: dict[str, str] | None = None,
+    context: Callable[[Any, str], dict] | None = None,
 ) -> dict[str, Any]:
-    # fixed_inputs: input kind -> path (e.g. {"base_model": <dir>}), used instead of a producing stage
-    """Run ``stages`` (recipe order) of ``registry`` for ``run_cfg``; returns ``{stage: record}``."""
+    """Run ``stages`` (recipe order) of ``registry`` for ``run_cfg``; returns ``{stage: record}``.
+
+    ``fixed_inputs``: input kind -> path (e.g. ``{"base_model": <dir>}``), used instead of a producing stage.
+    ``context(run_cfg, stage)``: extra values a stage reads as ``stage_cfg["tracking"]`` (the wandb run layout);
+    they are not part of the config hash, so turning tracking on or off never invalidates a completed stage.
+    """
     run_dir = Path(run_dir).expanduser().resolve()
     selected = order_stages(stages)
     force_set = set(order_stages(force)) if force else set()
@@ -182,7 +187,8 @@ def run_stages(
         write_json_atomic(stage_dir / "stage_config.json", stage_cfg)
         log.info("stage %s: running (hash %s) -> %s", name, h, stage_dir)
         t0 = time.time()
-        outputs = stage.run(stage_cfg, inputs, stage_dir)
+        run_cfg_stage = {**stage_cfg, "tracking": context(run_cfg, name)} if context is not None else stage_cfg
+        outputs = stage.run(run_cfg_stage, inputs, stage_dir)
         if not isinstance(outputs, dict) or "path" not in outputs:
             raise ValueError(f"stage {name!r} must return a dict with a 'path' output, got {outputs!r}")
         marker.update(status="complete", finished=_now(), outputs=outputs, seconds=round(time.time() - t0, 3))

@@ -17,6 +17,7 @@ Training stages take ``<stage>.groups`` (config-group choices, ``null`` removes 
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from longrecipe.pipeline.registry import STAGE_ORDER, Stage, StageInput, StageRegistry
+from longrecipe.tracking.layout import tracking_settings
+from longrecipe.tracking.logs import log_report, log_stage_outputs, stage_run
 from longrecipe.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -61,14 +64,15 @@ def _train_configure(run_cfg: Any, name: str) -> dict:
     block = _plain(run_cfg.get(name)) or {}
     groups = {**(common.get("groups") or {}), **(block.get("groups") or {})}
     values = OmegaConf.merge(OmegaConf.create(common.get("config") or {}), OmegaConf.create(block.get("config") or {}))
-    out = {"groups": groups, "config": _plain(values), "debug_sleep_s": block.get("debug_sleep_s"),
-           "budget_from_extension": block.get("budget_from_extension", False)}
-    if groups.get("logger") == "wandb":  # one dashboard: group = experiment, tags = method / length / model / stage
-        meta = run_meta(run_cfg)
-        out["wandb"] = {"group": meta.get("experiment") or "longrecipe", "name": f"{meta.get('experiment')}-{name}",
-                        "tags": [str(t) for t in (meta.get("method"), meta.get("target_length"),
-                                                  meta.get("model_name"), name) if t is not None]}
-    return out
+    return {"groups": groups, "config": _plain(values), "debug_sleep_s": block.get("debug_sleep_s"),
+            "budget_from_extension": block.get("budget_from_extension", False)}
+
+
+def tracking_context(run_cfg: Any, name: str) -> dict:
+    """What a stage needs to open its wandb run (``stage_cfg["tracking"]``, not hashed): the ``wandb`` settings
+    (``None`` when off), the run's metadata (group = experiment, tags), the stage name and the resolved run config."""
+    return {"stage": name, "wandb": tracking_settings(run_cfg.get("wandb")), "meta": run_meta(run_cfg),
+            "config": _plain(run_cfg)}
 
 
 def _base_configure(run_cfg: Any, name: str) -> dict:
@@ -80,21 +84,29 @@ def _base_configure(run_cfg: Any, name: str) -> dict:
 
 
 def _train_cfg(stage_cfg: dict, out_dir: Path, extra: dict) -> DictConfig:
-    cfg = compose_stage_config("train", stage_cfg["groups"], stage_cfg["config"])
+    tracking = stage_cfg.get("tracking") or {}
+    settings = tracking.get("wandb")
+    groups = dict(stage_cfg["groups"])
+    if settings:  # wandb=offline|online on the run: every training stage logs with the wandb logger (+ CSV)
+        groups["logger"] = "wandb"
+    cfg = compose_stage_config("train", groups, stage_cfg["config"])
     with open_dict(cfg):
         cfg = OmegaConf.merge(cfg, OmegaConf.create(extra))
         cfg.run_dir = str(out_dir / "run")
         cfg.export_dir = str(out_dir / "model")
         cfg.resume = False
         cfg.ckpt_path = None
-        wandb = stage_cfg.get("wandb")
-        if wandb and "wandb" in (cfg.get("logger") or {}):  # fill what the user left unset
+        if tracking and "wandb" in (cfg.get("logger") or {}):  # one layout: group = experiment, job = stage
             node = cfg.logger.wandb
+            if settings:
+                for key in ("project", "entity", "mode"):
+                    node[key] = settings[key]
+                node.tags = list(dict.fromkeys([*(node.get("tags") or []), *settings.get("tags", [])]))
+            meta = tracking.get("meta") or {}
             if node.get("group") is None:
-                node.group = wandb["group"]
-            if not node.get("tags"):
-                node.tags = list(wandb["tags"])
-            node.name = wandb["name"]
+                node.group = (settings or {}).get("group") or meta.get("experiment")
+            node.job_type = tracking.get("stage") or node.job_type
+            node.meta = {k: v for k, v in meta.items() if v is not None}
     return cfg
 
 
@@ -232,6 +244,19 @@ def run_prepare(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dict
     return {"path": str(out_dir / "dataset")}
 
 
+def _eval_tracking(stage_cfg: dict, model: Path) -> dict:
+    """The evaluate stage's ``wandb`` values: the run's settings and metadata, the model's stage as ``stage``."""
+    tracking = stage_cfg.get("tracking") or {}
+    if not tracking.get("wandb"):
+        return {}
+    meta = dict(tracking.get("meta") or {})
+    producer = Path(model).parent.name
+    if not meta.get("stage") and producer in STAGE_ORDER:
+        meta["stage"] = producer
+    return {"wandb": {**tracking["wandb"], "enabled": True, "job_type": "evaluate",
+                      "meta": {k: v for k, v in meta.items() if v is not None}}}
+
+
 def run_evaluate(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dict:
     from longrecipe.evaluation.runner import evaluate
 
@@ -240,7 +265,8 @@ def run_evaluate(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dic
     for ev in evals:
         cfg = compose_stage_config("evaluate", {**stage_cfg["groups"], "eval": ev},
                                    {**stage_cfg["config"], "model_path": str(inputs["model"]),
-                                    "output_dir": str(out_dir / str(ev))})
+                                    "output_dir": str(out_dir / str(ev)),
+                                    **_eval_tracking(stage_cfg, inputs["model"])})
         records = evaluate(cfg)
         scores[str(ev)] = len(records)
     return {"path": str(out_dir), "records": scores}
@@ -249,18 +275,36 @@ def run_evaluate(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dic
 def run_report(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dict:
     from longrecipe.reporting.report import build_report
 
-    build_report([str(inputs["results"])], out_dir / "report")
+    result = build_report([str(inputs["results"])], out_dir / "report")
+    tracking = stage_cfg.get("tracking") or {}
+    if tracking.get("wandb"):
+        log_report({**tracking["wandb"], "job_type": "report"}, result, [str(inputs["results"])], out_dir,
+                   config=tracking.get("config"),
+                   meta=tracking.get("meta"))
     return {"path": str(out_dir / "report")}
+
+
+def _tracked(fn):
+    """A stage without logging of its own gets a wandb run (job type = stage) with its numeric outputs."""
+
+    @functools.wraps(fn)
+    def run(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dict:
+        with stage_run(stage_cfg.get("tracking"), out_dir) as tracked:
+            outputs = fn(stage_cfg, inputs, out_dir)
+            log_stage_outputs(tracked, outputs)
+        return outputs
+
+    return run
 
 
 def default_registry() -> StageRegistry:
     """Every stage of the recipe, in order."""
     reg = StageRegistry()
-    reg.register(Stage("base", run_base, _base_configure, produces="base_model",
+    reg.register(Stage("base", _tracked(run_base), _base_configure, produces="base_model",
                        description="save the model before extension"))
-    reg.register(Stage("analyze", run_analyze, _cmd_configure, produces="analysis",
+    reg.register(Stage("analyze", _tracked(run_analyze), _cmd_configure, produces="analysis",
                        inputs=(StageInput("model", kind="base_model"),), description="impactful token analysis"))
-    reg.register(Stage("prepare", run_prepare, _cmd_configure, produces="dataset",
+    reg.register(Stage("prepare", _tracked(run_prepare), _cmd_configure, produces="dataset",
                        inputs=(StageInput("analysis", kind="analysis", required=False),
                                StageInput("model", kind="base_model")), description="LongRecipe data selection"))
     reg.register(Stage("extend", run_extend, _train_configure, produces="model",
@@ -268,7 +312,7 @@ def default_registry() -> StageRegistry:
                        description="context extension training"))
     reg.register(Stage("replay", run_replay, _train_configure, produces="model",
                        inputs=(StageInput("model", kind="model"),), description="instruction data replay, lr 5e-6"))
-    reg.register(Stage("merge", run_merge, _merge_configure, produces="model",
+    reg.register(Stage("merge", _tracked(run_merge), _merge_configure, produces="model",
                        inputs=(StageInput("tuned", kind="model"), StageInput("original", kind="base_model")),
                        description="λ1·θ_orig + λ2·θ_tuned"))
     reg.register(Stage("evaluate", run_evaluate, _cmd_configure, produces="results",
@@ -301,7 +345,8 @@ def run_pipeline(cfg: DictConfig, *, registry: StageRegistry | None = None) -> d
     log.info("longrecipe-run: stages %s into %s", stages, cfg.run_dir)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     records = run_stages(cfg, run_dir=cfg.run_dir, stages=stages, registry=registry,
-                         force=list(cfg.get("force") or []), input_overrides=overrides, fixed_inputs=fixed)
+                         force=list(cfg.get("force") or []), input_overrides=overrides, fixed_inputs=fixed,
+                         context=tracking_context)
     write_run_meta(cfg, Path(cfg.run_dir).expanduser().resolve(), records, stages)
     return {name: {k: rec.get(k) for k in ("status", "skipped", "config_hash", "outputs")} for name, rec in records.items()}
 

@@ -45,10 +45,12 @@ class CrashAfterStep(L.Callback):
 
 class TrainingTelemetry(L.Callback):
     """Logs ``perf/tokens_per_s``, ``perf/samples_per_s``, ``perf/tflops_per_device``, ``perf/mfu`` (when a
-    peak is known) and ``perf/peak_mem_gb`` every batch (tokens/s also on the progress bar), and appends one
+    peak is known) and ``perf/peak_mem_gb`` every batch (tokens/s also on the progress bar), the compute spent so
+    far — ``compute/tokens`` (tokens seen, all ranks), ``compute/flops`` (training FLOPs, all ranks) and
+    ``compute/wall_s`` (seconds in the training loop) — so methods can be compared at equal compute, and appends one
     JSON line per batch to ``log_file`` (``{"step", "batch", "loss", "lr", "tokens", "tokens_per_s", ...}``),
     flushed immediately so a killed run keeps its history. On resume, lines after the restored optimizer
-    step are dropped (they are replayed).
+    step are dropped (they are replayed) and the compute counters continue from the last kept line.
 
     Args:
         log_file: JSONL path (rank 0 writes); null disables the file.
@@ -64,13 +66,26 @@ class TrainingTelemetry(L.Callback):
         self._t_last: float | None = None
         self._n_params = 0
         self._peak: float | None = None
+        self.compute = {"tokens": 0, "flops": 0.0, "wall_s": 0.0}
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._n_params = matmul_params(pl_module.hf_model)
         self._peak = peak_flops_for_device(pl_module.device, self.peak_tflops)
+        self.compute = {"tokens": 0, "flops": 0.0, "wall_s": 0.0}
         if self.log_file is not None and trainer.is_global_zero:
             self._truncate_after(trainer.global_step)
+            self._restore_compute()
         self._t_last = None
+
+    def _restore_compute(self) -> None:
+        """Continue the compute counters of a resumed run from the last kept line of ``log_file``."""
+        if not self.log_file.is_file():
+            return
+        lines = [x for x in self.log_file.read_text(encoding="utf-8").splitlines() if x.strip()]
+        if lines:
+            last = json.loads(lines[-1])
+            self.compute = {"tokens": int(last.get("tokens_seen") or 0), "flops": float(last.get("flops_total") or 0),
+                            "wall_s": float(last.get("wall_s") or 0)}
 
     def _truncate_after(self, step: int) -> None:
         """Keep the records up to the batch that completed optimizer step ``step`` (the restored state).
@@ -116,6 +131,9 @@ class TrainingTelemetry(L.Callback):
         metrics["perf/tflops_per_device"] = fpt * tok_s / world / 1e12
         if self._peak:
             metrics["perf/mfu"] = fpt * tok_s / (self._peak * world)
+        self.compute = {"tokens": self.compute["tokens"] + tokens, "flops": self.compute["flops"] + fpt * tokens,
+                        "wall_s": self.compute["wall_s"] + dt}
+        metrics.update({f"compute/{k}": float(v) for k, v in self.compute.items()})
         bsz = int(ids.shape[0])
         pl_module.log("tok/s", tok_s, prog_bar=True, on_step=True, on_epoch=False, batch_size=bsz, logger=False)
         pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=bsz)
@@ -127,7 +145,9 @@ class TrainingTelemetry(L.Callback):
                    "epoch": trainer.current_epoch,
                    "loss": None if loss is None else float(loss.detach().float().item()), "lr": lr,
                    "tokens": tokens, "seq_len": seq_len, "time_s": dt,
-                   **{k.split("/", 1)[1]: v for k, v in metrics.items()}}
+                   **{k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("perf/")},
+                   "tokens_seen": self.compute["tokens"], "flops_total": self.compute["flops"],
+                   "wall_s": self.compute["wall_s"]}
             rec = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_file, "a", encoding="utf-8") as fh:

@@ -95,12 +95,13 @@ def build_callbacks(cfg: DictConfig) -> list[Any]:
 
 
 def build_loggers(cfg: DictConfig) -> list[Any] | bool:
-    """Loggers from ``cfg.logger`` (mapping name → ``_target_`` node); none → ``False``."""
+    """Loggers from ``cfg.logger`` (mapping name → ``_target_`` node); none → ``False``. A factory returning
+    ``None`` (the wandb logger when wandb cannot start) is left out, so training continues with the others."""
     from hydra.utils import instantiate
 
     nodes = cfg.get("logger") or {}
     loggers = [instantiate(node) for node in nodes.values() if node is not None]
-    return loggers or False
+    return [lg for lg in loggers if lg is not None] or False
 
 
 def _checkpoint_dir(callbacks: list[Any], run_dir: Path) -> Path:
@@ -145,6 +146,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from longrecipe.models.export import check_export_outside_run, check_export_target, export_hf_model
     from longrecipe.models.loading import base_model_config, check_vocab, load_tokenizer, resolve_dtype
     from longrecipe.models.module import LongContextLM
+    from longrecipe.training.loggers import SafeWandbLogger
 
     validate_lengths(cfg)
     run_dir = Path(str(cfg.run_dir)).expanduser().resolve()
@@ -180,6 +182,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resolved = _container(cfg)
     if trainer.is_global_zero:
         write_json_atomic(run_dir / "train_config.json", resolved)
+    for lg in loggers or []:  # the experiment tracker gets the whole resolved config
+        if isinstance(lg, SafeWandbLogger):
+            lg.log_hyperparams(resolved)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
 

@@ -147,7 +147,7 @@ def released_side_by_side(args) -> None:
         for i, o in enumerate(offsets[: args.flt_samples]):
             full = stream[o:o + target]
             t0 = time.perf_counter()
-            ours = flt(full, sample_rng(0, 0, i))
+            ours = flt(full, sample_rng(n, 0, i))
             t1 = time.perf_counter()
             rel = torch.arange(torch.as_tensor(full).unsqueeze(0).shape[-1]).unsqueeze(0)[0].numpy()
             t2 = time.perf_counter()
@@ -162,7 +162,7 @@ def released_side_by_side(args) -> None:
         proc.base_length, proc.extend_length, proc.min_num, proc.max_num = n, target, 1, 1
         rel_alg1, same_segments, closed = [], 0, {"paper": [], "release": []}
         for i, w in enumerate(windows):
-            rng = sample_rng(0, 0, i)
+            rng = sample_rng(n, 0, i)
             t0 = time.perf_counter()
             ours = scheme(w, rng)
             t1 = time.perf_counter()
@@ -180,7 +180,7 @@ def released_side_by_side(args) -> None:
                 values.append(expected_average_distance(
                     starts, n, algorithm1_gap_means(starts.size, n, target, slots=slots)))
             t0 = time.perf_counter()
-            ours_block = block(w, sample_rng(0, 1, i))
+            ours_block = block(w, sample_rng(n, 1, i))
             sides["longrecipe_leading_block"][0].add(time.perf_counter() - t0, [ours_block])
         extra["longrecipe"].update(segments_identical=f"{same_segments}/{len(windows)}",
                                    closed_form_avg_distance_ours=float(np.mean(closed["paper"])),
@@ -202,7 +202,7 @@ def released_side_by_side(args) -> None:
                     batch = ws[lo:lo + args.batch]
                     if ours_scheme is not None:
                         t0 = time.perf_counter()
-                        ours = [ours_scheme(w, sample_rng(0, 2, lo + i)) for i, w in enumerate(batch)]
+                        ours = [ours_scheme(w, sample_rng(n, 2, lo + i)) for i, w in enumerate(batch)]
                         sides[name][0].add(time.perf_counter() - t0, ours)
                     if name == "longrecipe_leading_block":  # released: the pickled positions of this batch
                         fs_file.write_bytes(pickle.dumps(rel_alg1[lo:lo + args.batch]))

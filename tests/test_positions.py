@@ -579,3 +579,33 @@ def test_llama3_vocabulary_layout_resolves_to_the_released_ids():
     scheme = LongRecipePositions(64).bind_tokenizer(tok)
     ids = np.array([5, 13, 198, 198, 6, 382, 7, 627, 0, 30])
     assert scheme.segment_starts(ids).tolist() == released_split_starts(ids.tolist(), {13, 198, 30, 0, 627})
+
+
+# --- the paper's PoSE row, from its experiment configs ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["llama3_8b_80k_pose", "llama3_8b_128k_pose", "mistral_7b_80k_pose",
+                                  "mistral_7b_128k_pose", "qwen2_7b_80k_pose", "qwen2_7b_128k_pose"])
+def test_paper_pose_rows_train_the_released_pose_baseline(name, tmp_path):
+    """Each paper PoSE experiment's extend stage (through the pipeline's own config path) trains
+    PoSE(variant=longrecipe_release) at its window, and its samples reproduce that variant's closed form."""
+    from hydra.utils import instantiate
+
+    from longrecipe.config import compose
+    from longrecipe.data.datamodule import resolve_sample_length
+    from longrecipe.pipeline.stages import _train_cfg, _train_configure
+    from longrecipe.positions.pose import release_pose_expected_distance
+    from longrecipe.positions.stats import average_distance
+
+    cfg = _train_cfg(_train_configure(compose("run", [f"experiment={name}"]), "extend"), tmp_path, {})
+    scheme = instantiate(cfg.position)
+    target = int(cfg.target_length)
+    assert scheme == PoSE(target, variant="longrecipe_release")
+    n = resolve_sample_length(cfg.data.sample_length, cfg.data.token_ratio, target)
+    assert n == {81_920: 24_000, 131_072: 38_400}[target]  # Table 4: 24k -> 80k, 38.4k -> 128k
+    if name.startswith("llama3"):
+        dist = np.array([average_distance(scheme(np.zeros(n, dtype=np.int64), np.random.default_rng(s)))
+                         for s in range(200)])
+        no_skip, want = release_pose_expected_distance(n, target)
+        assert dist.mean() == pytest.approx(want, abs=3.5 * dist.std() / np.sqrt(dist.size))
+        if target == 131_072:  # the paper's Fig. 3 PoSE distance at 128k: 21.3k; LongRecipe's ~2x of it
+            assert 20_500 < want < 22_500 and 0.55 < no_skip < 0.6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from itertools import combinations
 
 import numpy as np
@@ -473,3 +474,138 @@ def test_leading_block_option_is_the_released_training_prefix():
     assert drawn == set(range(1, (n + 1) // 2 + 1))
     with pytest.raises(ValueError, match="position.leading_block must be true or false"):
         LongRecipePositions(target, leading_block="yes")
+
+
+# --- closed forms of LongRecipe's statistics (Algorithm 1 as printed, and the release's slot draw) -------------
+
+def _irregular_segments(n: int, seed: int = 0) -> np.ndarray:
+    """Segment starts of a sample of n tokens cut into pieces of 1..39 tokens (one-token ones included)."""
+    lengths = np.random.default_rng(seed).integers(1, 40, size=n)
+    ends = np.cumsum(lengths)
+    return np.concatenate([[0], ends[ends < n]]).astype(np.int64)
+
+
+def released_generate_res_lists(lengths: list[int], target: int, draw: random.Random) -> list[int]:
+    """Independent re-statement of the released ``FSProcessor.generate_res_lists`` for one sample: a table of
+    K = T - n + N slots; N distinct slots drawn from 0..K-1 and sorted, the smallest discarded; segment 1 in slot 0,
+    the others in the remaining drawn slots; flatten (a segment slot expands to its tokens); read the indices."""
+    n, count = sum(lengths), len(lengths)
+    slots = sorted(draw.sample(range(target - n + count), count))
+    slot_of = dict(zip([0] + slots[1:], range(count)))
+    positions, index = [], 0
+    for k in range(target - n + count):
+        size = lengths[slot_of[k]] if k in slot_of else 1
+        if k in slot_of:
+            positions.extend(range(index, index + size))
+        index += size
+    return positions
+
+
+def test_algorithm1_statistics_match_their_closed_forms():
+    """Mean average distance and number of runs over draws == closed forms, on fixed irregular segments."""
+    from longrecipe.positions.longrecipe import (
+        algorithm1_expected_runs,
+        algorithm1_gap_means,
+        expected_average_distance,
+    )
+    from longrecipe.positions.stats import average_distance, average_segment_length
+
+    n, target, draws = 600, 2_000, 3_000
+    starts = _irregular_segments(n)
+    scheme = LongRecipePositions(target)
+    samples = [scheme(np.zeros(n, dtype=np.int64), np.random.default_rng(s), segment_starts=starts)
+               for s in range(draws)]
+    dist = np.array([average_distance(p) for p in samples])
+    runs = np.array([n / average_segment_length(p) for p in samples])
+    want = expected_average_distance(starts, n, algorithm1_gap_means(starts.size, n, target))
+    assert dist.mean() == pytest.approx(want, abs=3.5 * dist.std() / np.sqrt(draws))
+    assert runs.mean() == pytest.approx(algorithm1_expected_runs(starts.size, n, target),
+                                        abs=3.5 * runs.std() / np.sqrt(draws))
+    # exact values of the closed forms on a small case: starts [0, 2, 3] of n = 5 in T = 11 (B = 6, N = 3)
+    assert algorithm1_gap_means(3, 5, 11).tolist() == [2.0, 2.0]
+    assert algorithm1_gap_means(3, 5, 11, slots="release").tolist() == [3.0, 1.5]
+    assert expected_average_distance([0, 2, 3], 5, [2.0, 2.0]) == pytest.approx(2 + (2 * 6 + 2 * 6) / 10)
+    assert algorithm1_expected_runs(3, 5, 11) == pytest.approx(1 + 2 * 6 / 8)
+
+
+def test_released_slot_draw_matches_its_closed_form_and_differs_from_the_paper():
+    """The release draws N slots and drops the smallest: its first gap has twice the mean of the others."""
+    from longrecipe.positions.longrecipe import algorithm1_gap_means, expected_average_distance
+    from longrecipe.positions.stats import average_distance
+
+    n, target, draws = 300, 1_000, 2_000
+    starts = _irregular_segments(n, seed=3)
+    lengths = np.diff(np.append(starts, n)).tolist()
+    draw = random.Random(5)
+    dist = np.array([average_distance(released_generate_res_lists(lengths, target, draw)) for _ in range(draws)])
+    sem = dist.std() / np.sqrt(draws)
+    release = expected_average_distance(starts, n, algorithm1_gap_means(starts.size, n, target, slots="release"))
+    paper = expected_average_distance(starts, n, algorithm1_gap_means(starts.size, n, target))
+    assert dist.mean() == pytest.approx(release, abs=3.5 * sem)
+    assert abs(paper - release) > 8 * sem  # the test can tell the two slot draws apart
+    assert abs(paper / release - 1) < 0.05  # an O(1/N) difference
+    with pytest.raises(ValueError, match=r"slots must be one of \['paper', 'release'\]"):
+        algorithm1_gap_means(3, 5, 11, slots="released")
+    with pytest.raises(ValueError, match="gap_means must have one entry per segment after the first"):
+        expected_average_distance([0, 2, 3], 5, [1.0])
+
+
+def test_rpes_statistics_match_their_closed_forms():
+    """0 plus a uniform (n-1)-subset of 1..T-1: E[avg distance] = T (n + 1) / (3n); a step is +1 with probability
+    (n - 1) / (T - 1), so E[runs] = 1 + (n - 1) (1 - (n - 1) / (T - 1))."""
+    from longrecipe.positions.stats import average_distance, average_segment_length
+
+    target, n, draws = 20_000, 6_000, 300
+    samples = [RandomizedPositions(target)(np.zeros(n, dtype=np.int64), np.random.default_rng(s))
+               for s in range(draws)]
+    dist = np.array([average_distance(p) for p in samples])
+    runs = np.array([n / average_segment_length(p) for p in samples])
+    assert dist.mean() == pytest.approx(target * (n + 1) / (3 * n), abs=3.5 * dist.std() / np.sqrt(draws))
+    assert runs.mean() == pytest.approx(1 + (n - 1) * (1 - (n - 1) / (target - 1)),
+                                        abs=3.5 * runs.std() / np.sqrt(draws))
+
+
+def test_llama3_vocabulary_layout_resolves_to_the_released_ids():
+    """Llama-3's pieces at their real ids (byte-level): the exact match gives the release's [13, 198, 30, 0, 627]
+    and leaves out the near misses (".\\n\\n" 382, "\\n\\n" 271, " ." 662, "?\\n" 5380, ".)" 6266, "!\\n" 4999)."""
+    from tokenizers import decoders
+
+    pieces = {0: "!", 13: ".", 30: "?", 198: "Ċ", 627: ".Ċ", 382: ".ĊĊ", 271: "ĊĊ", 662: "Ġ.", 5380: "?Ċ", 6266: ".)",
+              4999: "!Ċ"}
+    vocab = [pieces.get(i, f"w{i}") for i in range(7000)]
+    vocab[1] = "<unk>"
+    tok = _wrapped(vocab, decoders.ByteLevel())
+    assert sorted(delimiter_token_ids(tok).tolist()) == sorted([13, 198, 30, 0, 627])
+    scheme = LongRecipePositions(64).bind_tokenizer(tok)
+    ids = np.array([5, 13, 198, 198, 6, 382, 7, 627, 0, 30])
+    assert scheme.segment_starts(ids).tolist() == released_split_starts(ids.tolist(), {13, 198, 30, 0, 627})
+
+
+# --- the paper's PoSE row, from its experiment configs ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["llama3_8b_80k_pose", "llama3_8b_128k_pose", "mistral_7b_80k_pose",
+                                  "mistral_7b_128k_pose", "qwen2_7b_80k_pose", "qwen2_7b_128k_pose"])
+def test_paper_pose_rows_train_the_released_pose_baseline(name, tmp_path):
+    """Each paper PoSE experiment's extend stage (through the pipeline's own config path) trains
+    PoSE(variant=longrecipe_release) at its window, and its samples reproduce that variant's closed form."""
+    from hydra.utils import instantiate
+
+    from longrecipe.config import compose
+    from longrecipe.data.datamodule import resolve_sample_length
+    from longrecipe.pipeline.stages import _train_cfg, _train_configure
+    from longrecipe.positions.pose import release_pose_expected_distance
+    from longrecipe.positions.stats import average_distance
+
+    cfg = _train_cfg(_train_configure(compose("run", [f"experiment={name}"]), "extend"), tmp_path, {})
+    scheme = instantiate(cfg.position)
+    target = int(cfg.target_length)
+    assert scheme == PoSE(target, variant="longrecipe_release")
+    n = resolve_sample_length(cfg.data.sample_length, cfg.data.token_ratio, target)
+    assert n == {81_920: 24_000, 131_072: 38_400}[target]  # Table 4: 24k -> 80k, 38.4k -> 128k
+    if name.startswith("llama3"):
+        dist = np.array([average_distance(scheme(np.zeros(n, dtype=np.int64), np.random.default_rng(s)))
+                         for s in range(200)])
+        no_skip, want = release_pose_expected_distance(n, target)
+        assert dist.mean() == pytest.approx(want, abs=3.5 * dist.std() / np.sqrt(dist.size))
+        if target == 131_072:  # the paper's Fig. 3 PoSE distance at 128k: 21.3k; LongRecipe's ~2x of it
+            assert 20_500 < want < 22_500 and 0.55 < no_skip < 0.6

@@ -162,3 +162,62 @@ class LongRecipePositions(PositionScheme):
             r = int(rng.integers(1, (n + 1) // 2 + 1))  # released code: randint(1, (n + 1) // 2), both ends included
             positions[:r] = np.arange(r, dtype=np.int64)
         return positions
+
+
+SLOT_DRAWS = ("paper", "release")
+
+
+def algorithm1_gap_means(num_segments: int, n: int, target_length: int, *, slots: str = "paper") -> np.ndarray:
+    """Expected gap ``E[g_i]`` before each segment ``i = 2..N`` of Algorithm 1 (``N - 1`` values).
+
+    ``slots="paper"`` (what :class:`LongRecipePositions` draws, Algorithm 1 as printed): ``N - 1`` distinct slots
+    among ``1..K-1``, ``K = L' - n + N``, so the ``N`` parts of the budget ``B = L' - n`` (the ``N - 1`` gaps and the
+    unused tail) are a uniform composition and each has mean ``B / N``.
+
+    ``slots="release"`` (the released ``FSProcessor.generate_res_lists``): ``N`` distinct slots among ``0..K-1``, the
+    smallest dropped and segment 1 put in slot 0. The ``N + 1`` spacings of those slots are a uniform composition of
+    ``B`` with mean ``B / (N + 1)`` each, and the first gap is two of them: ``2B / (N + 1)``, the others
+    ``B / (N + 1)``.
+    """
+    check_int("num_segments", num_segments, minimum=1, fix="pass the number of segments of the sample")
+    if not 1 <= n <= target_length:
+        raise ValueError(f"n must be in [1, target_length={target_length}], got {n}")
+    if slots not in SLOT_DRAWS:
+        raise ValueError(f"slots must be one of {list(SLOT_DRAWS)}, got {slots!r}")
+    budget = float(target_length - n)
+    if slots == "paper":
+        return np.full(num_segments - 1, budget / num_segments)
+    means = np.full(num_segments - 1, budget / (num_segments + 1))
+    if means.size:
+        means[0] *= 2
+    return means
+
+
+def expected_average_distance(segment_starts: Any, n: int, gap_means: Any) -> float:
+    """Expected average distance among tokens when segment ``i`` is shifted by the gaps before it.
+
+    ``p_j - p_i = (j - i) + sum of the gaps between their segments``, and a gap before the token at offset ``a``
+    lies between ``a (n - a)`` of the ``n (n - 1) / 2`` pairs, so
+    ``E = (n + 1) / 3 + sum_i E[g_i] a_i (n - a_i) / (n (n - 1) / 2)`` over the segment starts ``a_i > 0``.
+    """
+    starts = np.asarray(segment_starts, dtype=np.float64)[1:]
+    gaps = np.asarray(gap_means, dtype=np.float64)
+    if gaps.shape != starts.shape:
+        raise ValueError(f"gap_means must have one entry per segment after the first ({starts.size}), "
+                         f"got {gaps.size}")
+    if n < 2:
+        raise ValueError(f"n must be >= 2 for an average distance, got {n}")
+    return (n + 1) / 3 + float(np.dot(gaps, starts * (n - starts))) / (n * (n - 1) / 2)
+
+
+def algorithm1_expected_runs(num_segments: int, n: int, target_length: int) -> float:
+    """Expected number of maximal runs of consecutive positions under Algorithm 1 (``slots="paper"``).
+
+    Segments are contiguous inside; two neighbours merge when the gap between them is 0, which for a uniform
+    composition of ``B`` into ``N`` parts has probability ``(N - 1) / (B + N - 1)``:
+    ``E[runs] = 1 + (N - 1) B / (B + N - 1)``. The average continuous segment length is ``n / runs``.
+    """
+    budget = target_length - n
+    if num_segments == 1 or budget == 0:
+        return 1.0
+    return 1 + (num_segments - 1) * budget / (budget + num_segments - 1)

@@ -92,6 +92,9 @@ def build_windows(docs, tokenizer, *, context_length: int, max_samples: int, add
     return windows
 
 
+LONG_ROPE_KEYS = ("rope_parameters", "max_position_embeddings")
+
+
 def _validate(cfg) -> None:
     def need(key: str, ok: bool, allowed: str, fix: str) -> None:
         if not ok:
@@ -99,6 +102,10 @@ def _validate(cfg) -> None:
 
     need("base_model", bool(cfg.get("base_model")), "a model folder or hub id", "pass base_model=<path>")
     need("long_model", bool(cfg.get("long_model")), "a model folder or hub id", "pass long_model=<path>")
+    rope = cfg.get("long_model_rope")
+    need("long_model_rope", rope is None or (hasattr(rope, "keys") and set(rope.keys()) <= set(LONG_ROPE_KEYS)),
+         f"null or a mapping with keys {list(LONG_ROPE_KEYS)}",
+         "e.g. long_model_rope={rope_parameters:{rope_type:yarn,factor:2.0},max_position_embeddings:16384}")
     need("context_length", int(cfg.context_length) >= 2, ">= 2", "e.g. context_length=8192")
     need("max_samples", int(cfg.max_samples) >= 1, ">= 1", "e.g. max_samples=64")
     need("min_tokens", 2 <= int(cfg.min_tokens) <= int(cfg.context_length), "in [2, context_length]",
@@ -122,10 +129,18 @@ def _resolve_device(cfg):
     return device, getattr(torch, name), name
 
 
-def _load_model(path: str, device, dtype):
-    from transformers import AutoModelForCausalLM
+def _load_model(path: str, device, dtype, rope: dict | None = None):
+    """``rope`` (``long_model_rope``): ``rope_parameters`` merged into the saved ones and/or a new
+    ``max_position_embeddings``, applied at load time (a training-free long-context H' from the same weights)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa", dtype=dtype)
+    config = AutoConfig.from_pretrained(path)
+    rope = rope or {}
+    if rope.get("rope_parameters"):
+        config.rope_parameters = {**dict(getattr(config, "rope_parameters", None) or {}), **rope["rope_parameters"]}
+    if rope.get("max_position_embeddings"):
+        config.max_position_embeddings = int(rope["max_position_embeddings"])
+    model = AutoModelForCausalLM.from_pretrained(path, config=config, attn_implementation="sdpa", dtype=dtype)
     model.to(device).eval().requires_grad_(False)
     return model
 
@@ -238,8 +253,10 @@ def run_analysis(cfg) -> dict:
     device, dtype, dtype_name = _resolve_device(cfg)
 
     corpus = OmegaConf.to_container(cfg.corpus, resolve=True)
+    long_rope = OmegaConf.to_container(cfg.long_model_rope, resolve=True) if cfg.get("long_model_rope") else None
     data_cfg = {
-        "base_model": str(cfg.base_model), "long_model": str(cfg.long_model), "corpus": corpus,
+        "base_model": str(cfg.base_model), "long_model": str(cfg.long_model), "long_model_rope": long_rope,
+        "corpus": corpus,
         "context_length": int(cfg.context_length), "max_samples": int(cfg.max_samples),
         "add_bos": bool(cfg.add_bos), "min_tokens": int(cfg.min_tokens), "shard_size": int(cfg.shard_size),
         "dtype": dtype_name, "pos_tagger": tagger.name, "distribution_shift": bool(cfg.distribution_shift),
@@ -282,7 +299,7 @@ def run_analysis(cfg) -> dict:
     elapsed, t_tag, scored = 0.0, 0.0, 0
     if todo:
         base = _load_model(base_path, device, dtype)
-        long = _load_model(long_path, device, dtype)
+        long = _load_model(long_path, device, dtype, long_rope)
         if base.get_output_embeddings().weight.shape != long.get_output_embeddings().weight.shape:
             raise ValueError("base_model and long_model LM heads differ in shape "
                              f"({tuple(base.get_output_embeddings().weight.shape)} vs "

@@ -6,7 +6,9 @@ to recover short-context abilities.
 
 Pipeline of pure functions, wrapped by :class:`ReplayDataModule`:
 
-1. :func:`read_records` — JSONL / JSON / HF ``datasets`` folder / ``synthetic`` records;
+1. :func:`read_records` — JSONL / JSON / HF ``datasets`` folder / ``synthetic`` records; with ``format="text"``
+   plain documents instead (a ``.txt`` file or folder, read like the training corpora): pretraining-style replay,
+   each document cut into pieces of ``max_length`` tokens with the loss on every token (:func:`text_examples`);
 2. :func:`to_turns` — WizardLM ``{"instruction","output"}``, ``{"conversations":[{"from","value"}]}``,
    Magicoder ``{"problem","solution"}`` or any configured field mapping -> ``[(role, text), ...]``;
 3. :func:`encode_turns` — token ids + labels (``-100`` on prompt tokens when ``loss_on="response"``),
@@ -95,8 +97,20 @@ def synthetic_instructions(n: int, *, seed: int = 0) -> list[dict[str, str]]:
     return out
 
 
-def read_records(source: str | Path, *, split: str = "train", num_synthetic: int = 512, seed: int = 0) -> list[dict]:
-    """Records from ``synthetic``, a ``.jsonl``/``.json`` file, a folder of them, or an HF ``datasets`` folder."""
+def read_records(source: str | Path, *, split: str = "train", num_synthetic: int = 512, seed: int = 0,
+                 format: str = "auto") -> list[dict]:
+    """Records from ``synthetic``, a ``.jsonl``/``.json`` file, a folder of them, or an HF ``datasets`` folder;
+    ``format="text"``: ``{"text": document}`` records from any corpus the training data readers accept."""
+    if format == "text":
+        from longrecipe.data.readers import iter_documents
+
+        if str(source) == "synthetic":
+            raise ValueError("data.format=text replays plain documents: give data.source=<folder of .txt files or a "
+                             "corpus file> (e.g. ../shared/nltk_data/corpora/inaugural), not synthetic")
+        if not Path(source).exists():
+            raise ValueError(f"data.source={source!r} does not exist; give a folder of .txt files or a corpus file "
+                             "for data.format=text")
+        return [{"text": d.text} for d in iter_documents(source, encoding_errors="replace", progress=False)]
     if str(source) == "synthetic":
         return synthetic_instructions(num_synthetic, seed=seed)
     path = Path(source)
@@ -149,7 +163,8 @@ def to_turns(record: dict, *, format: str = "auto", fields: dict[str, str] | Non
     if fields:
         mapping.update(fields)
     if not mapping:
-        raise ValueError(f"data.format must be 'auto' or one of {sorted(FORMATS)} (or give data.fields), got {format!r}")
+        raise ValueError(f"data.format must be 'auto', 'text' or one of {sorted(FORMATS)} (or give data.fields), "
+                         f"got {format!r}")
     if "messages" in mapping:
         msgs = record.get(mapping["messages"])
         if not isinstance(msgs, list) or not msgs:
@@ -227,6 +242,23 @@ def encode_turns(tokenizer, turns: Sequence[tuple[str, str]], *, loss_on: str = 
     target = np.asarray(is_target, dtype=bool) if loss_on == "response" else np.ones(len(ids), dtype=bool)
     labels = np.where(target, input_ids, IGNORE_INDEX).astype(np.int64)
     return Example(input_ids, labels)
+
+
+def text_examples(tokenizer, text: str, max_length: int) -> list[Example]:
+    """A plain document as pretraining-style examples: BOS (when the tokenizer has one) + up to ``max_length - 1``
+    text tokens each, in order, the loss on every token."""
+    if max_length < 2:
+        raise ValueError(f"data.max_length must be >= 2 for text replay, got {max_length}")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = [int(tokenizer.bos_token_id)] if tokenizer.bos_token_id is not None else []
+    step = max_length - len(bos)
+    out = []
+    for i in range(0, len(ids), step):
+        piece = np.asarray(bos + [int(t) for t in ids[i:i + step]], dtype=np.int64)
+        labels = piece.copy()
+        labels[: len(bos)] = IGNORE_INDEX
+        out.append(Example(piece, labels))
+    return out
 
 
 def _template_ids(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> list[int]:
@@ -410,9 +442,12 @@ def build_replay_packs(tokenizer, *, source: str | Path = "synthetic", format: s
     """Read, encode, select the budget and pack: the whole replay-data recipe as one pure function."""
     from tqdm.auto import tqdm
 
-    records = read_records(source, split=split, num_synthetic=num_synthetic, seed=seed)
+    records = read_records(source, split=split, num_synthetic=num_synthetic, seed=seed, format=format)
     examples = []
     for rec in tqdm(records, desc="replay: tokenise", unit="ex", disable=not progress):
+        if format == "text":
+            examples += [ex for ex in text_examples(tokenizer, rec["text"], max_length) if len(ex.input_ids) > 1]
+            continue
         ex = encode_turns(tokenizer, to_turns(rec, format=format, fields=fields), loss_on=loss_on,
                           use_chat_template=use_chat_template)
         if (ex.labels != IGNORE_INDEX).any():
@@ -497,6 +532,6 @@ class ReplayDataModule(pl.LightningDataModule):
 
 __all__ = [
     "FORMATS", "IGNORE_INDEX", "Example", "ReplayDataModule", "block_causal_mask", "build_replay_packs",
-    "collate_packed", "detect_format", "encode_turns", "flash_attention_kwargs", "pack_examples", "read_records",
+    "collate_packed", "detect_format", "encode_turns", "text_examples", "flash_attention_kwargs", "pack_examples", "read_records",
     "replay_token_budget", "resolve_mask_format", "select_budget", "synthetic_instructions", "to_turns",
 ]

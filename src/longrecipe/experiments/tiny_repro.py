@@ -54,7 +54,7 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def _check(spec: dict) -> None:
+def _check(spec: dict, cfg: DictConfig) -> None:
     methods = list(spec.get("methods") or [])
     if not methods:
         raise ValueError(f"tiny_repro.methods must list methods from {list(METHODS)}, got {methods}; "
@@ -66,6 +66,18 @@ def _check(spec: dict) -> None:
     if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
         raise ValueError(f"tiny_repro.seeds must be a non-empty list of integers >= 0, got {seeds}; "
                          "e.g. tiny_repro.seeds=[0,1]")
+    if not spec.get("pretrain") and not cfg.get("base_model"):
+        raise ValueError("tiny_repro.pretrain is null, so the methods need an existing base: set base_model=<model "
+                         "folder, hub id or packaged:<name>> (e.g. base_model=packaged:smollm2_135m_instruct)")
+    for key in ("selection_methods", "equal_tokens_methods", "full_length_methods", "replay_methods"):
+        bad = sorted(set(spec.get(key) or []) - set(METHODS))
+        if bad:
+            raise ValueError(f"tiny_repro.{key} has unknown methods {bad}; allowed: {list(METHODS)}")
+    not_full = sorted(set(spec.get("equal_tokens_methods") or []) - set(spec.get("full_length_methods") or []))
+    if not_full:
+        raise ValueError(f"tiny_repro.equal_tokens_methods names {not_full}, which do not train on full-length "
+                         "samples (tiny_repro.full_length_methods): they already see the short methods' tokens; "
+                         "drop them from tiny_repro.equal_tokens_methods")
 
 
 def position_keys(method: str) -> set[str]:
@@ -105,6 +117,19 @@ def _method_extend(cfg: DictConfig, spec: dict, method: str) -> dict:
     return extend
 
 
+def equal_tokens_extend(cfg: DictConfig, spec: dict, method: str) -> dict:
+    """``method``'s extension (a full-length one) with ``trainer.max_steps`` cut to ``ceil(steps * token_ratio)``, so
+    it sees about as many tokens as the methods trained on ``token_ratio`` samples: the equal-compute comparison."""
+    extend = _method_extend(cfg, spec, method)
+    config = dict(extend["config"])
+    ratio = float(_plain(cfg.train_common)["config"].get("token_ratio", 1.0))
+    steps = int(((config.get("trainer") or {}).get("max_steps")) or 0)
+    if steps < 1:
+        raise ValueError(f"tiny_repro.equal_tokens_methods needs extend.config.trainer.max_steps >= 1, got {steps}")
+    config["trainer"] = {**(config.get("trainer") or {}), "max_steps": max(1, math.ceil(steps * ratio))}
+    return {**extend, "config": config}
+
+
 def sub_run_key(cfg: DictConfig, name: str, values: dict) -> str:
     """Hash of what a sub-run computes: each of its stages' hashed config, its fixed inputs and its metadata."""
     from longrecipe.pipeline.stages import default_registry, run_meta
@@ -114,13 +139,13 @@ def sub_run_key(cfg: DictConfig, name: str, values: dict) -> str:
     registry = default_registry()
     stages = {st: registry.get(st).configure(sub, st) for st in values["stages"]}
     return config_hash({"stages": stages, "base_model": values.get("base_model"), "inputs": values.get("inputs"),
-                        "meta": run_meta(sub)})[:12]
+                        "dataset": values.get("dataset"), "meta": run_meta(sub)})[:12]
 
 
 def tiny_repro_plan(cfg: DictConfig) -> list[SubRun]:
     """The sub-runs of the reproduction, in execution order (pure: nothing runs)."""
     spec = _plain(cfg.tiny_repro)
-    _check(spec)
+    _check(spec, cfg)
     root = Path(str(cfg.run_dir))
     shared = Path(str(cfg.shared_runs_dir)) if cfg.get("shared_runs_dir") else None
 
@@ -130,25 +155,51 @@ def tiny_repro_plan(cfg: DictConfig) -> list[SubRun]:
 
     common = _plain(cfg.train_common)
     base_length = int(common["config"]["base_length"])
-    pre = place("pretrain", root / "pretrain", {
-        "stages": ["base", "extend"], "base_model": None, "inputs": {},
-        "extend": spec["pretrain"],
-        "meta": {"method": "pretrain", "stage": "pretrain", "target_length": base_length, "token_ratio": 1.0},
-    })
-    plan = [pre]
-    pretrained = str((Path(pre.run_dir) / "extend" / "model").resolve())
+    plan: list[SubRun] = []
+    if spec.get("pretrain"):
+        pre = place("pretrain", root / "pretrain", {
+            "stages": ["base", "extend"], "base_model": None, "inputs": {},
+            "extend": spec["pretrain"],
+            "meta": {"method": "pretrain", "stage": "pretrain", "target_length": base_length, "token_ratio": 1.0},
+        })
+        plan.append(pre)
+        pretrained = str((Path(pre.run_dir) / "extend" / "model").resolve())
+    else:  # an existing model (a folder, hub id or packaged:<name>), resolved when its sub-runs start
+        pretrained = str(cfg.base_model)
     if spec.get("evaluate_base", True):
         plan.append(place("base", root / "runs" / "base", {
             "stages": ["evaluate"], "base_model": pretrained, "inputs": {"evaluate": pretrained},
             "meta": {"method": "base", "stage": "base", "target_length": base_length, "token_ratio": 1.0,
                      "seed": int(common["config"]["seed"]), "max_skip": None},
         }))
+    selected = set(spec.get("selection_methods") or []) & set(spec["methods"])
+    dataset = None
+    if selected:  # impactful-token analysis (H = the base) and LongRecipe's data selection, once for every seed
+        sel = place("selection", root / "selection", {
+            "stages": ["analyze", "prepare"], "base_model": pretrained, "inputs": {},
+            "meta": {"method": "selection", "stage": "selection"},
+        })
+        plan.append(sel)
+        dataset = str((Path(sel.run_dir) / "prepare" / "dataset").resolve())
+        selection = ((_plain(cfg.get("prepare")) or {}).get("groups") or {}).get("selection", "anchors")
+    from longrecipe.pipeline.stages import METHOD_NAMES
+
     replayed = set(spec.get("replay_methods") or [])
+    for method in spec.get("equal_tokens_methods") or []:  # full-length runs cut to the short methods' tokens
+        for seed in spec["seeds"]:
+            extend = equal_tokens_extend(cfg, spec, method)
+            name = f"{method}_equal_tokens/seed{seed}"
+            plan.append(place(name, root / "runs" / f"{method}_equal_tokens" / f"seed{seed}", {
+                "base_model": pretrained, "inputs": {}, "extend": extend, "stages": ["extend", "evaluate"],
+                "train_common": {"config": {"seed": int(seed)}},
+                "meta": {"method": f"{METHOD_NAMES.get(method, method)} (equal tokens)"}}))
     for method in spec["methods"]:
         for seed in spec["seeds"]:
             name = f"{method}/seed{seed}"
             values = {"base_model": pretrained, "inputs": {}, "extend": _method_extend(cfg, spec, method),
                       "train_common": {"config": {"seed": int(seed)}}, "meta": {}}
+            if method in selected:
+                values = {**values, "dataset": dataset, "meta": {"selection": selection}}
             if method not in replayed:
                 plan.append(place(name, root / "runs" / method / f"seed{seed}",
                                   {**values, "stages": ["extend", "evaluate"]}))
@@ -170,7 +221,7 @@ def sub_config(cfg: DictConfig, sub: SubRun) -> DictConfig:
         out.driver = None
         out.run_dir = sub.run_dir
         out.force = []
-        for key in ("stages", "base_model", "inputs", "extend", "meta"):
+        for key in ("stages", "base_model", "dataset", "inputs", "extend", "meta"):
             if key in sub.values:
                 out[key] = sub.values[key]
         if "train_common" in sub.values:

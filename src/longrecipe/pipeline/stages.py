@@ -218,8 +218,11 @@ def run_merge(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dict:
 
 def _cmd_configure(run_cfg: Any, name: str) -> dict:
     block = _plain(run_cfg.get(name)) or {}
-    return {"groups": block.get("groups") or {}, "config": block.get("config") or {},
-            "evals": block.get("evals"), "debug_sleep_s": block.get("debug_sleep_s")}
+    out = {"groups": block.get("groups") or {}, "config": block.get("config") or {},
+           "evals": block.get("evals"), "debug_sleep_s": block.get("debug_sleep_s")}
+    if block.get("per_eval"):  # evaluate: values for one eval only (hashed only when given)
+        out["per_eval"] = block["per_eval"]
+    return out
 
 
 def run_analyze(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dict:
@@ -262,9 +265,15 @@ def run_evaluate(stage_cfg: dict, inputs: dict[str, Path], out_dir: Path) -> dic
 
     evals = stage_cfg.get("evals") or [stage_cfg["groups"].get("eval", "niah_m")]
     scores: dict[str, Any] = {}
+    per_eval = stage_cfg.get("per_eval") or {}
+    unknown = sorted(set(per_eval) - {str(e) for e in evals})
+    if unknown:
+        raise ValueError(f"evaluate.per_eval has {unknown}, which evaluate.evals={list(evals)} does not run; "
+                         "key per_eval by the names in evals")
     for ev in evals:
+        values = OmegaConf.merge(OmegaConf.create(stage_cfg["config"]), OmegaConf.create(per_eval.get(str(ev)) or {}))
         cfg = compose_stage_config("evaluate", {**stage_cfg["groups"], "eval": ev},
-                                   {**stage_cfg["config"], "model_path": str(inputs["model"]),
+                                   {**_plain(values), "model_path": str(inputs["model"]),
                                     "output_dir": str(out_dir / str(ev)),
                                     **_eval_tracking(stage_cfg, inputs["model"])})
         records = evaluate(cfg)
@@ -334,14 +343,22 @@ def run_pipeline(cfg: DictConfig, *, registry: StageRegistry | None = None) -> d
         return _driver(str(cfg.driver))(cfg)
     registry = registry or default_registry()
     stages = order_stages(list(cfg.stages))
+    from longrecipe.utils.model_refs import PACKAGED_PREFIX, resolve_model_ref
+
     fixed: dict[str, str] = {}
     needs_base = any(s in registry and any(i.kind == "base_model" for i in registry.get(s).inputs) for s in stages)
     if cfg.get("base_model"):  # an existing model before extension: every base-model input reads it
-        fixed = {"base_model": str(cfg.base_model)}
+        fixed = {"base_model": resolve_model_ref(str(cfg.base_model), "base_model")}
         stages = [s for s in stages if s != "base"]
     elif needs_base and "base" not in stages:
         stages = ["base", *stages]
-    overrides = _plain(cfg.get("inputs")) or {}
+    if cfg.get("dataset"):  # an existing prepared dataset (longrecipe-prepare): every dataset input reads it
+        if not Path(str(cfg.dataset)).expanduser().is_dir():
+            raise ValueError(f"dataset={cfg.dataset!r} is not a folder; give a longrecipe-prepare output_dir "
+                             "or dataset=null")
+        fixed["dataset"] = str(cfg.dataset)
+    overrides = {k: resolve_model_ref(v, f"inputs.{k}") if str(v).startswith(PACKAGED_PREFIX) else v
+                 for k, v in (_plain(cfg.get("inputs")) or {}).items()}
     log.info("longrecipe-run: stages %s into %s", stages, cfg.run_dir)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     records = run_stages(cfg, run_dir=cfg.run_dir, stages=stages, registry=registry,

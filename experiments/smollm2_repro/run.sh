@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The SmolLM2-135M-Instruct reproduction (issue 13) in resumable pieces: each piece is one `longrecipe-run
+# experiment=smollm2_repro` over a subset of the methods; finished sub-runs are skipped, so rerunning a piece (or the
+# whole script) continues where it stopped. Results: outputs/smollm2_repro/report/ ; then
+#   python experiments/smollm2_repro/summarize.py     # copies the tables / figures into experiments/smollm2_repro/
+# Launch (repo root, venv active or PATH=.venv/bin:$PATH):  bash experiments/smollm2_repro/run.sh [piece ...]
+# Pieces: longrecipe (base eval + analysis/selection + LongRecipe extend/replay/merge), short (PoSE, RPES),
+#         flt (FLT at equal tokens, then FLT at equal steps), seed1 (a second seed of the 30 % methods), all (default).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export NLTK_DATA="${NLTK_DATA:-$(cd .. && pwd)/shared/nltk_data}"
+[ -d "$NLTK_DATA/corpora/state_union" ] || { echo "state_union not found under $NLTK_DATA: set NLTK_DATA" >&2; exit 2; }
+EXP=(experiment=smollm2_repro)
+piece() {  # name, overrides...
+  local name=$1; shift
+  echo "== piece $name ($(date -u +%H:%M:%S))"; local t0=$SECONDS
+  longrecipe-run "${EXP[@]}" "$@"
+  echo "== piece $name took $((SECONDS - t0)) s"
+}
+run_piece() {
+  case $1 in
+    longrecipe) piece longrecipe 'tiny_repro.methods=[longrecipe]' 'tiny_repro.equal_tokens_methods=[]' ;;
+    short) piece short 'tiny_repro.methods=[pose,rpes]' 'tiny_repro.equal_tokens_methods=[]' ;;
+    flt) piece flt 'tiny_repro.methods=[flt]' ;;
+    seed1) piece seed1 'tiny_repro.methods=[longrecipe,pose,rpes]' 'tiny_repro.seeds=[1]' \
+             'tiny_repro.equal_tokens_methods=[]' ;;
+    all) run_piece longrecipe; run_piece short; run_piece flt; piece report ;;
+    *) echo "unknown piece $1 (longrecipe | short | flt | seed1 | all)" >&2; exit 2 ;;
+  esac
+}
+for p in "${@:-all}"; do run_piece "$p"; done

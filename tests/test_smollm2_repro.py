@@ -1,0 +1,106 @@
+"""`experiment=smollm2_repro` (issue 13): the plan of the real-LLM reproduction (existing base, analysis + selection
+feeding LongRecipe, FLT at equal tokens), its bad input, and the same experiment file run end to end with a tiny
+base model in place of SmolLM2 (analysis with a RoPE-scaled H', prepared data, text replay, merge, ppl + NIAH)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from longrecipe.config import compose
+from longrecipe.experiments.tiny_repro import tiny_repro_plan
+
+
+def test_plan_existing_base_selection_and_equal_tokens(tmp_path):
+    cfg = compose("run", ["experiment=smollm2_repro", f"run_dir={tmp_path}"])
+    plan = tiny_repro_plan(cfg)
+    assert [s.name for s in plan] == ["base", "selection", "flt_equal_tokens/seed0", "flt/seed0", "rpes/seed0",
+                                      "pose/seed0", "longrecipe/seed0"]
+    by = {s.name: s.values for s in plan}
+    assert by["base"]["inputs"] == {"evaluate": "packaged:smollm2_135m_instruct"}
+    assert by["selection"]["stages"] == ["analyze", "prepare"]
+    dataset = str((tmp_path / "selection" / "prepare" / "dataset").resolve())
+    assert by["longrecipe/seed0"]["dataset"] == dataset and by["longrecipe/seed0"]["meta"] == {"selection": "anchors"}
+    assert "dataset" not in by["pose/seed0"]
+    assert by["longrecipe/seed0"]["stages"] == ["extend", "replay", "merge", "evaluate"]
+    steps = {n: v["extend"]["config"]["trainer"]["max_steps"] for n, v in by.items() if "extend" in v}
+    assert steps == {"flt/seed0": 12, "rpes/seed0": 12, "pose/seed0": 12, "longrecipe/seed0": 12,
+                     "flt_equal_tokens/seed0": math.ceil(12 * 0.3)}
+    assert by["flt_equal_tokens/seed0"]["extend"]["config"]["token_ratio"] == 1.0
+    assert by["flt_equal_tokens/seed0"]["meta"] == {"method": "FLT (equal tokens)"}
+    assert cfg.analyze.config.long_model == "packaged:smollm2_135m_instruct"
+    # a piece without LongRecipe plans no analysis; FLT at equal tokens runs without FLT at equal steps
+    piece = tiny_repro_plan(compose("run", ["experiment=smollm2_repro", "tiny_repro.methods=[pose]"]))
+    assert [s.name for s in piece] == ["base", "flt_equal_tokens/seed0", "pose/seed0"]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["base_model=null"], r"tiny_repro.pretrain is null, so the methods need an existing base: set base_model="),
+    (["tiny_repro.selection_methods=[longrecipe,yarn]"], r"tiny_repro.selection_methods has unknown methods "
+                                                         r"\['yarn'\]; allowed: \['flt', 'rpes', 'pose', 'longrecipe'\]"),
+    (["tiny_repro.equal_tokens_methods=[pose]"], r"tiny_repro.equal_tokens_methods names \['pose'\], which do not "
+                                                 r"train on full-length samples"),
+])
+def test_bad_plan_input(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_repro_plan(compose("run", ["experiment=smollm2_repro", *overrides]))
+
+
+def test_per_eval_names_must_be_evaluated(tmp_path, tiny_model_dir):
+    from longrecipe.pipeline.stages import run_pipeline
+
+    base = tiny_model_dir("llama")
+    cfg = compose("run", ["stages=[evaluate]", f"run_dir={tmp_path}", f"base_model={base}", f"+inputs.evaluate={base}",
+                          "evaluate.evals=[ppl]", "+evaluate.per_eval={general:{eval:{limit:1}}}"])
+    with pytest.raises(ValueError, match=r"evaluate.per_eval has \['general'\], which evaluate.evals=\['ppl'\] does "
+                                         r"not run"):
+        run_pipeline(cfg)
+
+
+def test_experiment_file_end_to_end_with_a_tiny_base(tmp_path, tiny_model_dir, state_union_dir):
+    """The real experiment file with a tiny base: every sub-run completes, selection feeds LongRecipe's extension,
+    replay reads plain inaugural text, and the report carries FLT at equal tokens next to the four methods."""
+    from longrecipe.pipeline.stages import run_pipeline
+
+    base = tiny_model_dir("llama", max_position_embeddings=128)
+    run_dir = tmp_path / "run"
+    cfg = compose("run", [
+        "experiment=smollm2_repro", f"run_dir={run_dir}", f"base_model={base}",
+        "train_common.groups.model=tiny_llama", "train_common.config.base_length=128",
+        "train_common.config.target_length=512", "train_common.config.trainer.enable_progress_bar=false",
+        "tiny_repro.methods=[flt,longrecipe]", "extend.config.trainer.max_steps=3",
+        "analyze.config.context_length=256", "analyze.config.max_samples=2", "analyze.config.n_buckets=4",
+        "analyze.config.long_model_rope.max_position_embeddings=256",
+        "analyze.config.long_model_rope.rope_parameters.original_max_position_embeddings=128",
+        "+analyze.config.min_pos_count=1", "+analyze.config.min_lift=0.0",
+        "replay.config.data.max_length=128",
+        "evaluate.config.progress=false",
+        "evaluate.per_eval.ppl.eval.lengths=[128,512]", "evaluate.per_eval.ppl.eval.num_windows=1",
+        "evaluate.per_eval.ppl.eval.num_buckets=2",
+        "evaluate.per_eval.ruler.eval.lengths=[512]", "evaluate.per_eval.ruler.eval.num_samples=1",
+        "+evaluate.per_eval.ruler.eval.max_new_tokens=4",
+    ])
+    summary = run_pipeline(cfg)
+
+    analysis = json.loads((run_dir / "selection" / "analyze" / "analysis" / "analysis.json").read_text())
+    assert analysis["anchors"], analysis.get("anchors")
+    marker = json.loads((run_dir / "runs/longrecipe/seed0/extend/.longrecipe_stage.json").read_text())
+    assert marker["inputs"]["data"] == str((run_dir / "selection" / "prepare" / "dataset").resolve())
+    assert marker["inputs"]["model"] == str(base)
+    replay = json.loads((run_dir / "runs/longrecipe/seed0/replay/.longrecipe_stage.json").read_text())
+    assert replay["status"] == "complete" and replay["outputs"]["tokens"] > 0
+    meta = {n: json.loads((run_dir / "runs" / n / "run_meta.json").read_text())
+            for n in ("base", "flt/seed0", "longrecipe/seed0", "flt_equal_tokens/seed0")}
+    assert meta["flt_equal_tokens/seed0"]["method"] == "FLT (equal tokens)"
+    assert meta["longrecipe/seed0"]["selection"] == "anchors"
+    flt_eq = json.loads((run_dir / "runs/flt_equal_tokens/seed0/extend/.longrecipe_stage.json").read_text())
+    assert flt_eq["outputs"]["global_step"] == 1  # ceil(3 * 0.3)
+    ruler = json.loads((run_dir / "runs/longrecipe/seed0/evaluate/ruler/results.json").read_text())
+    assert {r["task"] for r in ruler} == {"niah_single_2", "niah_multikey_1"}
+    assert {r["length"] for r in ruler} == {512}
+    ppl = json.loads((run_dir / "runs/base/evaluate/ppl/results.json").read_text())
+    assert {r["length"] for r in ppl} == {128, 512}
+    methods = {r["method"] for r in summary["ppl"]}
+    assert methods == {"base", "FLT", "FLT (equal tokens)", "LongRecipe"}

@@ -222,6 +222,8 @@ def test_check_same_tokenizer_names_the_difference():
     ("top_fraction=1.5", r"top_fraction=1.5 is invalid: must be in \(0, 1\]"),
     ("dtype=int8", r"dtype='int8' is invalid: must be one of auto, float32, bfloat16, float16"),
     ("pos_tagger=spacy", r"pos_tagger must be one of auto, nltk, lexicon"),
+    ("long_model_rope={factor:2}", r"long_model_rope=\{'factor': 2\} is invalid: must be null or a mapping with keys "
+                                   r"\['rope_parameters', 'max_position_embeddings'\]"),
 ])
 def test_bad_config_values_are_rejected(tiny_model_dir, tmp_path, override, message):
     from longrecipe.analysis.run import run_analysis
@@ -237,3 +239,25 @@ def test_required_models_have_no_default():
     cfg = compose("analyze")
     with pytest.raises(MissingMandatoryValue):
         _ = cfg.base_model
+
+
+def test_training_free_long_model_from_the_same_weights(tiny_model_dir, tmp_path):
+    """H' = the base's own weights with a RoPE override at load time: without it every shift is exactly 0; with linear
+    x4 scaling every target but the first moves (the first is predicted from position 0 alone, where RoPE is the
+    identity, so its logits are H's)."""
+    import pyarrow.parquet as pq
+
+    from longrecipe.analysis.run import run_analysis
+
+    base = tiny_model_dir("llama", seed=0)
+    run_analysis(_analyze_cfg(base, base, tmp_path / "same", "max_samples=2", "distribution_shift=false"))
+    same = pq.read_table(tmp_path / "same" / "shards" / "shard-00000.parquet").to_pydict()
+    assert max(abs(x) for x in same["shift"]) == 0.0
+    rope = "long_model_rope={rope_parameters:{rope_type:linear,factor:4.0}}"
+    summary = run_analysis(_analyze_cfg(base, base, tmp_path / "scaled", "max_samples=2", "distribution_shift=false",
+                                        rope))
+    scaled = pq.read_table(tmp_path / "scaled" / "shards" / "shard-00000.parquet").to_pydict()
+    by_pos = dict(zip(scaled["position"], scaled["shift"]))
+    first = min(by_pos)
+    assert by_pos[first] == pytest.approx(0.0, abs=1e-5) and min(abs(v) for p, v in by_pos.items() if p > first) > 0
+    assert summary["long_model_rope"] == {"rope_parameters": {"rope_type": "linear", "factor": 4.0}}

@@ -22,6 +22,7 @@ from longrecipe.data.replay import (
     resolve_mask_format,
     select_budget,
     synthetic_instructions,
+    text_examples,
     to_turns,
 )
 
@@ -218,3 +219,33 @@ def test_replay_config_composes_and_respects_budget(tiny_tokenizer, tmp_path):
     assert set(batch) == {"input_ids", "labels", "position_ids", "attention_mask", "seq_lens", "cu_seqlens"}
     with pytest.raises(ValueError, match=r"data.batch_size must be >= 1"):
         ReplayDataModule(tiny_tokenizer, batch_size=0)
+
+
+# ---------------------------------------------------------------- pretraining-style text replay
+def test_text_replay_pieces_and_records(tiny_tokenizer, tmp_path):
+    ids = tiny_tokenizer("one two three four five six seven", add_special_tokens=False)["input_ids"]
+    bos = tiny_tokenizer.bos_token_id
+    pieces = text_examples(tiny_tokenizer, "one two three four five six seven", max_length=4)
+    step = 4 - (bos is not None)
+    assert [p.input_ids.tolist() for p in pieces] == [([bos] if bos is not None else []) + ids[i:i + step]
+                                                     for i in range(0, len(ids), step)]
+    assert all((p.labels[1:] == p.input_ids[1:]).all() and p.labels[0] == IGNORE_INDEX for p in pieces)
+    (tmp_path / "a.txt").write_text("First document.")
+    (tmp_path / "b.txt").write_text("Second one.")
+    assert read_records(tmp_path, format="text") == [{"text": "First document."}, {"text": "Second one."}]
+    with pytest.raises(ValueError, match=r"data.format=text replays plain documents: give data.source=<folder"):
+        read_records("synthetic", format="text")
+    with pytest.raises(ValueError, match=r"data.source='/nope' does not exist; give a folder of .txt files"):
+        read_records("/nope", format="text")
+    with pytest.raises(ValueError, match=r"data.max_length must be >= 2 for text replay, got 1"):
+        text_examples(tiny_tokenizer, "x", max_length=1)
+
+
+def test_text_replay_module_budget(tiny_tokenizer, tmp_path):
+    (tmp_path / "doc.txt").write_text(" ".join(f"word{i}." for i in range(400)))
+    dm = ReplayDataModule(tiny_tokenizer, source=str(tmp_path), format="text", max_length=64, max_tokens=128)
+    dm.setup()
+    assert all(len(e.input_ids) <= 64 for p in dm.dataset.packs for e in p)
+    assert 128 <= dm.num_tokens < 128 + 64  # whole pieces until the budget
+    batch = next(iter(dm.train_dataloader()))
+    assert (batch["labels"] != IGNORE_INDEX).sum() > 0.9 * (batch["labels"].numel() - batch["labels"].shape[0])

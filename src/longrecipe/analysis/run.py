@@ -343,6 +343,7 @@ def run_analysis(cfg) -> dict:
         "config_hash": data_hash,
         "base_model": str(cfg.base_model),
         "long_model": str(cfg.long_model),
+        "long_model_rope": long_rope,
         "tokenizer": getattr(base_tok, "name_or_path", str(cfg.base_model)),
         "vocab_fingerprint": data_cfg["vocab"],
         "corpus": corpus,

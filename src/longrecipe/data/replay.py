@@ -98,9 +98,10 @@ def synthetic_instructions(n: int, *, seed: int = 0) -> list[dict[str, str]]:
 
 
 def read_records(source: str | Path, *, split: str = "train", num_synthetic: int = 512, seed: int = 0,
-                 format: str = "auto") -> list[dict]:
+                 format: str = "auto", glob: str | None = None) -> list[dict]:
     """Records from ``synthetic``, a ``.jsonl``/``.json`` file, a folder of them, or an HF ``datasets`` folder;
-    ``format="text"``: ``{"text": document}`` records from any corpus the training data readers accept."""
+    ``format="text"``: ``{"text": document}`` records from any corpus the training data readers accept (a folder's
+    files matching ``glob`` only, when given)."""
     if format == "text":
         from longrecipe.data.readers import iter_documents
 
@@ -110,7 +111,7 @@ def read_records(source: str | Path, *, split: str = "train", num_synthetic: int
         if not Path(source).exists():
             raise ValueError(f"data.source={source!r} does not exist; give a folder of .txt files or a corpus file "
                              "for data.format=text")
-        return [{"text": d.text} for d in iter_documents(source, encoding_errors="replace", progress=False)]
+        return [{"text": d.text} for d in iter_documents(source, encoding_errors="replace", glob=glob, progress=False)]
     if str(source) == "synthetic":
         return synthetic_instructions(num_synthetic, seed=seed)
     path = Path(source)
@@ -438,11 +439,12 @@ class PackedReplayDataset(torch.utils.data.Dataset):
 def build_replay_packs(tokenizer, *, source: str | Path = "synthetic", format: str = "auto",
                        fields: dict[str, str] | None = None, max_length: int = 256, loss_on: str = "response",
                        use_chat_template: bool = True, budget: int | None = None, num_synthetic: int = 512,
-                       split: str = "train", seed: int = 0, progress: bool = True) -> list[list[Example]]:
+                       split: str = "train", seed: int = 0, progress: bool = True,
+                       glob: str | None = None) -> list[list[Example]]:
     """Read, encode, select the budget and pack: the whole replay-data recipe as one pure function."""
     from tqdm.auto import tqdm
 
-    records = read_records(source, split=split, num_synthetic=num_synthetic, seed=seed, format=format)
+    records = read_records(source, split=split, num_synthetic=num_synthetic, seed=seed, format=format, glob=glob)
     examples = []
     for rec in tqdm(records, desc="replay: tokenise", unit="ex", disable=not progress):
         if format == "text":
@@ -472,7 +474,7 @@ class ReplayDataModule(pl.LightningDataModule):
                  attn_implementation: str | None = "sdpa",
                  budget_fraction: float | None = 0.05, extension_tokens: int | None = None,
                  max_tokens: int | None = None, num_synthetic: int = 512, split: str = "train", seed: int = 0,
-                 num_workers: int = 0, position: Any = None, **_ignored: Any):
+                 num_workers: int = 0, glob: str | None = None, position: Any = None, **_ignored: Any):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
@@ -485,6 +487,7 @@ class ReplayDataModule(pl.LightningDataModule):
         self.use_chat_template, self.mask_format = bool(use_chat_template), mask_format
         self.budget = replay_token_budget(extension_tokens, budget_fraction, max_tokens)
         self.num_synthetic, self.split, self.seed, self.num_workers = int(num_synthetic), split, int(seed), int(num_workers)
+        self.glob = glob
         self.dataset: PackedReplayDataset | None = None
         if position is not None or _ignored:
             log.info("ReplayDataModule uses standard positions; ignoring %s",
@@ -504,7 +507,7 @@ class ReplayDataModule(pl.LightningDataModule):
             packs = build_replay_packs(
                 self._tok(), source=self.source, format=self.format, fields=self.fields, max_length=self.max_length,
                 loss_on=self.loss_on, use_chat_template=self.use_chat_template, budget=self.budget,
-                num_synthetic=self.num_synthetic, split=self.split, seed=self.seed,
+                num_synthetic=self.num_synthetic, split=self.split, seed=self.seed, glob=self.glob,
             )
             self.dataset = PackedReplayDataset(packs)
             n_tok = sum(len(e.input_ids) for p in packs for e in p)

@@ -11,11 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from longrecipe.evaluation.uncertainty import binomial_se
 from longrecipe.utils.logging import get_logger
 
 log = get_logger(__name__)
 
 _PERCENT_PREFIXES = ("acc", "exact_match", "pass@", "f1", "em", "mc1", "mc2")
+# metrics that average per-sample 0/1 scores (lm-eval's stderr is off: bootstrap_iters=0)
+_BINARY_METRICS = ("acc", "acc_norm", "exact_match", "mc1")
 
 
 def _lm_base():
@@ -172,6 +175,8 @@ def run_general(model, tokenizer, *, tasks: list[str] | None = None, local_tasks
             scale = 100.0 if name.startswith(_PERCENT_PREFIXES) else 1.0
             stderr = metrics.get(f"{name}_stderr,{filt}")
             se = float(stderr) * scale if isinstance(stderr, (int, float)) and not isinstance(stderr, bool) else None
+            if se is None and name in _BINARY_METRICS and n > 0:  # a mean of 0/1 scores: the binomial standard error
+                se = binomial_se(float(value) * scale, n)
             rows.append({"task": task, "metric": key, "score": float(value) * scale, "n": n, "se": se,
                          "percent": scale == 100.0})
     return rows

@@ -103,12 +103,13 @@ def shared_corpora_dirs() -> list[Path]:
     return []
 
 
-def _read_folder_or_file(path: Path, field: str) -> str:
+def _read_folder_or_file(path: Path, field: str, glob: str | None = None) -> str:
     from longrecipe.data.readers import iter_documents
 
     # the project's reader: .txt files in name order, invalid UTF-8 bytes (ISO-8859 corpora) read as latin-1
     try:
-        docs = [d.text for d in iter_documents(path, fmt="txt", encoding_errors="latin1", progress=False)]
+        docs = [d.text for d in iter_documents(path, fmt="txt", encoding_errors="latin1", glob=glob,
+                                               progress=False)]
     except ValueError as err:
         raise ValueError(f"{field} {path}: {err}; point {field} at a corpus of text files") from err
     if not docs:
@@ -131,13 +132,13 @@ def _synthetic_text(seed: int, min_words: int) -> str:
 
 
 def resolve_essay(source: str | Path | None = "auto", *, seed: int = 0, min_words: int = 20_000,
-                  field: str = "eval.essay_source") -> Essay:
+                  field: str = "eval.essay_source", glob: str | None = None) -> Essay:
     """Long natural text for the ``essay`` haystack (RULER: Paul Graham's essays, not redistributable offline).
 
     ``source``: ``auto`` (default; also ``None``) = the shared public-domain corpora (:func:`shared_corpora_dirs`,
     State of the Union addresses then inaugural addresses), falling back to the generated toy corpus with a
     warning when they are absent; ``synthetic`` = the toy corpus of :mod:`longrecipe.tiny`; or a text file / a
-    folder whose .txt files are read in name order.
+    folder whose .txt files are read in name order (only those matching ``glob``, e.g. ``2*.txt``, when given).
     """
     if source is None or str(source) == "auto":
         dirs = shared_corpora_dirs()
@@ -157,7 +158,9 @@ def resolve_essay(source: str | Path | None = "auto", *, seed: int = 0, min_word
             f"{field} must be 'auto', 'synthetic', a text file or a folder of text files, got {str(source)!r} "
             "(not found); e.g. ../shared/nltk_data/corpora/state_union"
         )
-    return Essay(_read_folder_or_file(path, field), str(path))
+    if glob and not path.is_dir():
+        raise ValueError(f"{field}={str(source)!r} is a file; a file pattern (glob={glob!r}) needs a folder")
+    return Essay(_read_folder_or_file(path, field, glob), str(path) + (f"/{glob}" if glob else ""))
 
 
 def load_essay_text(source: str | Path | None = "auto", *, seed: int = 0, min_words: int = 20_000,

@@ -219,11 +219,14 @@ def _run_longbench(cfg, model, tokenizer, meta):
 
 def _run_general(cfg, model, tokenizer, meta):
     from longrecipe.evaluation.general import run_general
+    from longrecipe.evaluation.probe import resolve_local_tasks
 
     ev = cfg.eval
     max_len = int(ev.get("max_length") or getattr(model.config, "max_position_embeddings", 2048))
+    local_tasks = resolve_local_tasks(list(ev.get("local_tasks") or []), Path(str(cfg.output_dir)) / "probe",
+                                      n_per_family=int(ev.get("probe_per_family") or 60), seed=int(cfg.get("seed", 42)))
     rows = run_general(
-        model, tokenizer, tasks=list(ev.get("tasks") or []), local_tasks=list(ev.get("local_tasks") or []),
+        model, tokenizer, tasks=list(ev.get("tasks") or []), local_tasks=local_tasks,
         include_path=ev.get("include_path"), limit=ev.get("limit"), num_fewshot=ev.get("num_fewshot"),
         batch_size=int(cfg.get("batch_size", 1)), max_length=max_len,
         confirm_run_unsafe_code=bool(ev.get("confirm_run_unsafe_code", False)), seed=int(cfg.get("seed", 42)),
@@ -244,7 +247,7 @@ def _run_ppl(cfg, model, tokenizer, meta):
 
     ev = cfg.eval
     essay = resolve_essay(ev.get("source") or "synthetic", seed=int(cfg.get("seed", 42)),
-                          min_words=int(ev.get("min_words", 20000)), field="eval.source")
+                          min_words=int(ev.get("min_words", 20000)), field="eval.source", glob=ev.get("glob"))
     text = essay.text
     lengths = _lengths(ev, model)
     rows = positional_perplexity(

@@ -211,7 +211,43 @@ def tiny_repro_plan(cfg: DictConfig) -> list[SubRun]:
                 replayed_model = str((Path(trained.run_dir) / "replay" / "model").resolve())
                 plan += [trained, place(f"{name}/merge", Path(), {**values, "stages": ["merge", "evaluate"],
                                                                   "inputs": {"merge": replayed_model}})]
-    return plan
+    return plan + general_plan(cfg, spec, plan, place, pretrained)
+
+
+GENERAL_STAGES = ("extend", "replay", "merge")
+
+
+def general_plan(cfg: DictConfig, spec: dict, plan: list[SubRun], place, pretrained: str) -> list[SubRun]:
+    """``tiny_repro.general``: short-context general-ability evaluations (paper Table 3) of the base and of every
+    model a method run produced (``extend``, and ``replay`` / ``merge`` where it ran them), each a sub-run under
+    ``run_dir/general/`` whose ``evaluate`` block is ``tiny_repro.general`` (kept apart from the long-context
+    report)."""
+    from longrecipe.pipeline.stages import METHOD_NAMES
+
+    block = spec.get("general")
+    if not block:
+        return []
+    root = Path(str(cfg.run_dir)) / "general"
+    evaluate = {"groups": block.get("groups") or {}, "config": block.get("config") or {},
+                "evals": block.get("evals"), "per_eval": block.get("per_eval") or {}}
+    seed0 = int(_plain(cfg.train_common)["config"]["seed"])
+    out = [place("general/base", root / "base", {
+        "stages": ["evaluate"], "base_model": pretrained, "inputs": {"evaluate": pretrained}, "evaluate": evaluate,
+        "meta": {"method": "base", "stage": "base", "seed": seed0}})]
+    for sub in plan:
+        if sub.name in ("base", "selection", "pretrain") or "extend" not in sub.values["stages"] and \
+                not sub.name.endswith("/merge"):
+            continue
+        method_run = sub.name.removesuffix("/merge")
+        method, seed = method_run.split("/")
+        label = sub.values["meta"].get("method") or METHOD_NAMES.get(method, method)
+        for stage in (s for s in GENERAL_STAGES if s in sub.values["stages"]):
+            model = str((Path(sub.run_dir) / stage / "model").resolve())
+            out.append(place(f"general/{method_run}/{stage}", root / method / seed / stage, {
+                "stages": ["evaluate"], "base_model": pretrained, "inputs": {"evaluate": model}, "evaluate": evaluate,
+                "train_common": {"config": {"seed": int(seed.removeprefix("seed"))}},
+                "meta": {"method": label, "stage": stage, "seed": int(seed.removeprefix("seed"))}}))
+    return out
 
 
 def sub_config(cfg: DictConfig, sub: SubRun) -> DictConfig:
@@ -221,7 +257,7 @@ def sub_config(cfg: DictConfig, sub: SubRun) -> DictConfig:
         out.driver = None
         out.run_dir = sub.run_dir
         out.force = []
-        for key in ("stages", "base_model", "dataset", "inputs", "extend", "meta"):
+        for key in ("stages", "base_model", "dataset", "inputs", "extend", "evaluate", "meta"):
             if key in sub.values:
                 out[key] = sub.values[key]
         if "train_common" in sub.values:
@@ -316,8 +352,47 @@ def build_tiny_report(root: Path, cfg: DictConfig, runs: list[Path] | None = Non
     final = frame[frame["stage"].isin(["base", "merge", "extend"])]
     ppl = ppl_rows(final[final["method"] != "LongRecipe"]) + ppl_rows(final[(final["method"] == "LongRecipe")])
     base_length = int(cfg.train_common.config.base_length)
+    general = root / "general"
     return {"report": out["paths"].get("report"), "paths": out["paths"], "ppl": ppl, "niah": niah_rows(final),
+            "general": general_rows(collect_results([general])) if general.is_dir() else [],
             "base_length": base_length}
+
+
+STAGE_ORDER = {"base": 0, "extend": 1, "replay": 2, "merge": 3}
+
+
+def general_rows(frame) -> list[dict[str, Any]]:
+    """Per (method, stage, task, length): the general-ability score averaged over seeds (paper Table 3's shape), with
+    the mean standard error and the seed count; ``ppl`` keeps only whole-window perplexity."""
+    if not len(frame):
+        return []
+    sel = frame[~frame["task"].astype(str).str.startswith("ppl[")]
+    rows = []
+    for (method, stage, task, length), g in sel.groupby(["method", "stage", "task", "length"], sort=True):
+        se = g["se"].dropna().astype(float) if "se" in g else []
+        rows.append({"method": method, "stage": stage, "task": task, "length": int(length),
+                     "metric": str(g["metric"].iloc[0]), "score": float(g["score"].astype(float).mean()),
+                     "se": float(se.mean()) if len(se) else None, "n": int(g["n"].astype(int).iloc[0]),
+                     "seeds": int(g["seed"].nunique())})
+    return sorted(rows, key=lambda r: (r["method"] != "base", r["method"], STAGE_ORDER.get(r["stage"], 9), r["task"]))
+
+
+def general_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The general-ability table: one row per (method, stage), one column per task (score ± se)."""
+    tasks = sorted({(r["task"], r["length"]) for r in rows})
+    cell = {(r["method"], r["stage"], r["task"], r["length"]): r for r in rows}
+    lines = ["General ability, short context (before replay / after replay / after merge; score ± se):", "",
+             "| method | stage | " + " | ".join(f"{t}@{n}" for t, n in tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+    for method, stage in dict.fromkeys((r["method"], r["stage"]) for r in rows):
+        vals = []
+        for t, n in tasks:
+            r = cell.get((method, stage, t, n))
+            if r is None or r["score"] is None or math.isnan(r["score"]):
+                vals.append("—")
+            else:
+                vals.append(f"{r['score']:.2f}" + (f" ± {r['se']:.2f}" if r["se"] is not None else ""))
+        lines.append(f"| {method} | {stage} | " + " | ".join(vals) + " |")
+    return lines
 
 
 def ppl_by_method(ppl: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
@@ -370,6 +445,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             vals = [cell.get((m, n)) for n in nl]
             lines.append(f"| {m} | " + " | ".join("—" if v is None or math.isnan(v) else f"{v:.1f}" for v in vals)
                          + " |")
+    if summary.get("general"):
+        lines += ["", *general_markdown(summary["general"])]
     if summary.get("seconds") is not None:
         lines += ["", f"wall time: {summary['seconds']} s; per run: "
                   + ", ".join(f"{k} {v}s" for k, v in (summary.get("timings") or {}).items())]

@@ -16,8 +16,12 @@ from longrecipe.experiments.tiny_repro import tiny_repro_plan
 def test_plan_existing_base_selection_and_equal_tokens(tmp_path):
     cfg = compose("run", ["experiment=smollm2_repro", f"run_dir={tmp_path}"])
     plan = tiny_repro_plan(cfg)
-    assert [s.name for s in plan] == ["base", "selection", "flt_equal_tokens/seed0", "flt/seed0", "rpes/seed0",
-                                      "pose/seed0", "longrecipe/seed0"]
+    assert [s.name for s in plan] == [
+        "base", "selection", "flt_equal_tokens/seed0", "flt/seed0", "rpes/seed0", "pose/seed0", "longrecipe/seed0",
+        # general ability (Table 3): the base and every model the runs produce
+        "general/base", "general/flt_equal_tokens/seed0/extend", "general/flt/seed0/extend",
+        "general/rpes/seed0/extend", "general/pose/seed0/extend", "general/longrecipe/seed0/extend",
+        "general/longrecipe/seed0/replay", "general/longrecipe/seed0/merge"]
     by = {s.name: s.values for s in plan}
     assert by["base"]["inputs"] == {"evaluate": "packaged:smollm2_135m_instruct"}
     assert by["selection"]["stages"] == ["analyze", "prepare"]
@@ -31,9 +35,15 @@ def test_plan_existing_base_selection_and_equal_tokens(tmp_path):
     assert by["flt_equal_tokens/seed0"]["extend"]["config"]["token_ratio"] == 1.0
     assert by["flt_equal_tokens/seed0"]["meta"] == {"method": "FLT (equal tokens)"}
     assert cfg.analyze.config.long_model == "packaged:smollm2_135m_instruct"
+    replayed = by["general/longrecipe/seed0/replay"]
+    assert replayed["inputs"] == {"evaluate": str((tmp_path / "runs/longrecipe/seed0/replay/model").resolve())}
+    assert replayed["meta"] == {"method": "LongRecipe", "stage": "replay", "seed": 0}
+    assert replayed["evaluate"]["evals"] == ["general_probe", "ppl"]
+    assert by["general/flt_equal_tokens/seed0/extend"]["meta"]["method"] == "FLT (equal tokens)"
     # a piece without LongRecipe plans no analysis; FLT at equal tokens runs without FLT at equal steps
     piece = tiny_repro_plan(compose("run", ["experiment=smollm2_repro", "tiny_repro.methods=[pose]"]))
-    assert [s.name for s in piece] == ["base", "flt_equal_tokens/seed0", "pose/seed0"]
+    assert [s.name for s in piece if not s.name.startswith("general/")] == ["base", "flt_equal_tokens/seed0",
+                                                                             "pose/seed0"]
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -81,6 +91,9 @@ def test_experiment_file_end_to_end_with_a_tiny_base(tmp_path, tiny_model_dir, s
         "evaluate.per_eval.ppl.eval.num_buckets=2",
         "evaluate.per_eval.ruler.eval.lengths=[512]", "evaluate.per_eval.ruler.eval.num_samples=1",
         "+evaluate.per_eval.ruler.eval.max_new_tokens=4",
+        "+tiny_repro.general.per_eval.general_probe.eval.probe_per_family=2",
+        "tiny_repro.general.per_eval.ppl.eval.source=" + str(state_union_dir.parent / "inaugural"),
+        "tiny_repro.general.per_eval.ppl.eval.lengths=[128]",
     ])
     summary = run_pipeline(cfg)
 
@@ -104,3 +117,10 @@ def test_experiment_file_end_to_end_with_a_tiny_base(tmp_path, tiny_model_dir, s
     assert {r["length"] for r in ppl} == {128, 512}
     methods = {r["method"] for r in summary["ppl"]}
     assert methods == {"base", "FLT", "FLT (equal tokens)", "LongRecipe"}
+    general = {(r["method"], r["stage"], r["task"]) for r in summary["general"]}
+    assert {(m, st) for m, st, _ in general} == {("base", "base"), ("FLT", "extend"), ("FLT (equal tokens)", "extend"),
+                                                 ("LongRecipe", "extend"), ("LongRecipe", "replay"),
+                                                 ("LongRecipe", "merge")}
+    assert {t for _, _, t in general} == {"probe_arithmetic", "probe_compare", "probe_sequence", "ppl"}
+    md = (run_dir / "report" / "summary.md").read_text()
+    assert "General ability, short context" in md and "| LongRecipe | replay |" in md

@@ -2,7 +2,7 @@
 # Where SmolLM2-135M-Instruct (8192-token window; weights dequantised from 4-bit GGUF Q4_1) breaks, training-free,
 # with RoPE presets none / dynamic NTK / YaRN. Every number in RESULTS.md comes from these longrecipe-eval runs.
 # Launch (repo root, venv active or PATH=.venv/bin:$PATH):  bash experiments/smollm2_base/run.sh
-# About 50 minutes on 2 CPU cores; finished runs are skipped (results.json present), so it resumes where it stopped.
+# About 1 hour on 2 idle CPU cores; finished runs are skipped (results.json present), so it resumes where it stopped.
 # Then: python experiments/smollm2_base/summarize.py   (writes the tables of RESULTS.md from the runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,9 +29,12 @@ for rope in none dynamic_ntk yarn; do
   run "ppl-$rope" eval=ppl eval.source="$CORPUS" 'eval.lengths=[1024,2048,4096,8192,12288,16384]' \
       eval.num_windows=2 eval.num_buckets=8 ${ROPE[$rope]}
 done
+# NIAH lengths per preset: dynamic NTK is the identity up to 8,192 tokens (its 4k / 8k prompts are none's), so only
+# 16k is run for it; YaRN rescales every position, so 8k (inside the window) and 16k
+declare -A NIAH_LENGTHS=([none]="[4096,8192,16384]" [dynamic_ntk]="[16384]" [yarn]="[8192,16384]")
 for rope in none dynamic_ntk yarn; do
   # NIAH single (essay haystack = state_union) and multikey, inside and beyond the window, chat template on
   run "niah-$rope" eval=ruler 'eval.tasks=[niah_single_2,niah_multikey_1]' eval.aggregate=null \
-      eval.essay_source="$CORPUS" 'eval.lengths=[4096,8192,16384]' eval.num_samples=3 eval.heatmap=false \
+      eval.essay_source="$CORPUS" "eval.lengths=${NIAH_LENGTHS[$rope]}" eval.num_samples=3 eval.heatmap=false \
       chat_template=true ${ROPE[$rope]}
 done

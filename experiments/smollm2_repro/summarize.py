@@ -1,0 +1,248 @@
+"""Tables and figures of experiments/smollm2_repro/RESULTS.md from the run folder of ``run.sh`` (never typed by hand).
+
+Launch (repo root): ``python experiments/smollm2_repro/summarize.py [--run-dir outputs/smollm2_repro]`` -- rewrites
+the part of RESULTS.md between the ``<!-- tables -->`` markers, ``summary.json`` and the figures next to it
+(``ppl_by_position.png``, ``niah_by_depth.png``, ``pos_profile.png``); sub-runs that have not finished show as "—".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BUCKET = re.compile(r"^ppl\[(\d+):(\d+)\]$")
+MARKER = ".longrecipe_stage.json"
+# display order: the base, then the methods as in the paper's tables
+ORDER = ["base", "FLT", "FLT (equal tokens)", "RPES", "PoSE", "LongRecipe"]
+STAGES = {"base": 0, "extend": 1, "replay": 2, "merge": 3}
+
+
+def _json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _runs(root: Path) -> list[dict]:
+    """Every sub-run with an evaluation: its metadata, stage markers and records (ppl + ruler)."""
+    out = []
+    for meta_path in sorted(root.glob("runs/**/run_meta.json")):
+        run = meta_path.parent
+        meta = _json(meta_path)
+        if "method" not in meta:  # a stage's own run_meta.json ({stage})
+            continue
+        records = []
+        for ev in ("ppl", "ruler"):
+            records += _json(run / "evaluate" / ev / "results.json") or []
+        markers = {st: _json(run / st / MARKER) for st in ("extend", "replay", "merge", "evaluate")}
+        out.append({"dir": run, "meta": meta, "records": records,
+                    "markers": {k: v for k, v in markers.items() if v}})
+    return out
+
+
+def _key(run: dict) -> tuple:
+    m = run["meta"]
+    return (ORDER.index(m["method"]) if m["method"] in ORDER else 99, m.get("seed") or 0)
+
+
+def _fmt(x, digits: int = 1) -> str:
+    return "—" if x is None else f"{x:,.{digits}f}"
+
+
+def _score(records: list[dict], task: str, length: int) -> dict | None:
+    return next((r for r in records if r["task"] == task and r["length"] == length), None)
+
+
+def _stage_of(run: dict) -> str:
+    done = [s for s in ("merge", "replay", "extend") if (run["markers"].get(s) or {}).get("status") == "complete"]
+    return done[0] if done else "base"
+
+
+def table1(runs: list[dict]) -> tuple[str, list[dict]]:
+    """Paper Table 1's shape: long-context scores of every final model, with what its training cost."""
+    rows = []
+    for run in sorted(runs, key=_key):
+        recs, ext = run["records"], run["markers"].get("extend") or {}
+        ppl = {n: (_score(recs, "ppl", n) or {}).get("score") for n in (2048, 16384)}
+        tail = next((r["score"] for r in recs if r["length"] == 16384 and r["task"].startswith("ppl[")
+                     and BUCKET.match(r["task"]) and int(BUCKET.match(r["task"]).group(1)) >= 14000), None)
+        niah = {t: _score(recs, t, 16384) for t in ("niah_single_2", "niah_multikey_1")}
+        train_s = sum(float((run["markers"].get(s) or {}).get("seconds") or 0) for s in ("extend", "replay"))
+        rows.append({"method": run["meta"]["method"], "seed": run["meta"].get("seed"), "stage": _stage_of(run),
+                     "tokens": (ext.get("outputs") or {}).get("tokens"), "steps": (ext.get("outputs") or {}).get(
+                         "global_step"), "train_seconds": round(train_s, 1) if train_s else None,
+                     "ppl_2048": ppl[2048], "ppl_16384": ppl[16384], "ppl_16384_last_bucket": tail,
+                     **{t: None if r is None else {k: r.get(k) for k in ("score", "se", "n", "status")}
+                        for t, r in niah.items()}})
+    lines = ["| method | seed | final stage | steps | tokens trained | train time (s) | ppl@2k | ppl@16k | "
+             "ppl@16k, last bucket | NIAH single@16k | NIAH multikey@16k |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = []
+        for t in ("niah_single_2", "niah_multikey_1"):
+            v = r[t]
+            cells.append("—" if not v or v["score"] is None else f"{v['score']:.0f} ± {v['se']:.0f} (n={v['n']})")
+        tokens = "—" if r["tokens"] is None else f"{r['tokens']:,}"
+        lines.append(f"| {r['method']} | {'' if r['seed'] is None else r['seed']} | {r['stage']} | "
+                     f"{r['steps'] or '—'} | {tokens} | "
+                     f"{_fmt(r['train_seconds'], 0)} | {_fmt(r['ppl_2048'], 2)} | {_fmt(r['ppl_16384'], 2)} | "
+                     f"{_fmt(r['ppl_16384_last_bucket'], 1)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n", rows
+
+
+def table3(root: Path) -> tuple[str, list[dict]]:
+    """Paper Table 3's shape: short-context general ability before replay, after replay and after merge."""
+    rows = []
+    for meta_path in sorted(root.glob("general/**/run_meta.json")):
+        run = meta_path.parent
+        meta = _json(meta_path)
+        if "method" not in meta:
+            continue
+        recs = []
+        for ev in ("general_probe", "ppl"):
+            recs += _json(run / "evaluate" / ev / "results.json") or []
+        if not recs:
+            continue
+        row = {"method": meta["method"], "stage": meta.get("stage"), "seed": meta.get("seed")}
+        for r in recs:
+            if r["task"].startswith("probe_"):
+                row[r["task"]] = {"score": r["score"], "se": r.get("se"), "n": r["n"]}
+            elif r["task"] == "ppl":
+                row["heldout_ppl"] = r["score"]
+        rows.append(row)
+    rows.sort(key=lambda r: (ORDER.index(r["method"]) if r["method"] in ORDER else 99, STAGES.get(r["stage"], 9),
+                             r["seed"] or 0))
+    families = ("probe_arithmetic", "probe_compare", "probe_sequence")
+    lines = ["| method | stage | seed | arithmetic | compare | sequence | mean | held-out ppl@2k |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = [("—" if f not in r else f"{r[f]['score']:.1f} ± {r[f]['se']:.1f}") for f in families]
+        have = [r[f]["score"] for f in families if f in r]
+        mean = sum(have) / len(have) if len(have) == len(families) else None
+        lines.append(f"| {r['method']} | {r['stage']} | {r['seed']} | " + " | ".join(cells)
+                     + f" | {_fmt(mean, 1)} | {_fmt(r.get('heldout_ppl'), 2)} |")
+    n = next((r[f]["n"] for r in rows for f in families if f in r), None)
+    note = f"\n{n} questions per family (chance 25 %); ± is the binomial standard error.\n" if n else ""
+    return "\n".join(lines) + "\n" + note, rows
+
+
+def selection_summary(root: Path) -> tuple[str, dict]:
+    analysis = _json(root / "selection" / "analyze" / "analysis" / "analysis.json")
+    if not analysis:
+        return "(analysis not finished yet)\n", {}
+    pos = sorted(analysis.get("pos") or [], key=lambda r: -float(r.get("lift") or 0))[:8]
+    lines = [f"Anchors (by lift): **{', '.join(analysis.get('anchors') or []) or 'none'}**; "
+             f"{analysis.get('n_samples')} windows of {analysis.get('context_length'):,} tokens, "
+             f"POS tagger {analysis.get('pos_tagger')}.", "",
+             "| part of speech | share of all tokens | share of the top-20 % shifted | lift |", "|---|---:|---:|---:|"]
+    for r in pos:
+        lines.append(f"| {r.get('pos')} | {100 * float(r.get('share') or 0):.1f} % | "
+                     f"{100 * float(r.get('top_share') or 0):.1f} % | {float(r.get('lift') or 0):.2f} |")
+    keep = {k: analysis.get(k) for k in ("anchors", "n_samples", "context_length", "pos_tagger", "long_model_rope",
+                                          "throughput_tokens_per_s")}
+    return "\n".join(lines) + "\n", keep
+
+
+def ppl_figure(runs: list[dict], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    drawn = False
+    for run in sorted(runs, key=_key):
+        pts = sorted((int(m.group(1)), int(m.group(2)), r["score"]) for r in run["records"]
+                     if r["length"] == 16384 and (m := BUCKET.match(r["task"])))
+        if pts:
+            label = f"{run['meta']['method']} ({_stage_of(run)}, seed {run['meta'].get('seed')})"
+            ax.plot([(a + b) / 2 for a, b, _ in pts], [s for _, _, s in pts], marker="o", label=label)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.axvline(8192, color="grey", ls="--", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("position in a 16,384-token window (bucket centre)")
+    ax.set_ylabel("perplexity")
+    ax.set_title("SmolLM2-135M-Instruct extended 8k -> 16k: perplexity by position")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def niah_figure(runs: list[dict], path: Path) -> bool:
+    """Per-sample NIAH results at 16k (needle depth on x, method on y; filled = found)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for run in sorted(runs, key=_key):
+        samples = run["dir"] / "evaluate" / "ruler" / "samples.jsonl"
+        if samples.is_file():
+            pts = [json.loads(x) for x in samples.read_text().splitlines() if x.strip()]
+            rows.append((f"{run['meta']['method']} s{run['meta'].get('seed')}", pts))
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    for y, (_, pts) in enumerate(rows):
+        for p in pts:
+            marker = "o" if p["task"] == "niah_single_2" else "s"
+            ok = float(p.get("score") or 0) >= 1.0
+            ax.scatter([100 * float(p.get("depth") or 0)], [y], marker=marker, s=60,
+                       facecolors="tab:green" if ok else "none", edgecolors="tab:green" if ok else "tab:red")
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.set_xlabel("needle depth (%) — circles: niah_single_2, squares: niah_multikey_1; filled = answered")
+    ax.set_title("NIAH at 16,384 tokens (twice the base window)")
+    ax.set_xlim(-5, 105)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", default="outputs/smollm2_repro")
+    args = parser.parse_args()
+    root = Path(args.run_dir)
+    runs = _runs(root)
+    t1, rows1 = table1(runs)
+    t3, rows3 = table3(root)
+    sel, sel_json = selection_summary(root)
+    figures = []
+    if ppl_figure(runs, HERE / "ppl_by_position.png"):
+        figures.append("![perplexity by position](ppl_by_position.png)")
+    if niah_figure(runs, HERE / "niah_by_depth.png"):
+        figures.append("![NIAH by depth](niah_by_depth.png)")
+    pos_png = root / "selection" / "analyze" / "analysis" / "pos_by_position.png"
+    if pos_png.is_file():
+        shutil.copyfile(pos_png, HERE / "pos_profile.png")
+        figures.append("![POS profile of the impactful tokens (paper Fig. 4)](pos_profile.png)")
+    block = "\n".join([
+        "### Table 1 shape: long context, every final model", "", t1,
+        "### Table 3 shape: short-context general ability", "", t3,
+        "### Impactful tokens (H = base, H' = base + YaRN x2)", "", sel,
+        *figures, "",
+    ])
+    results = HERE / "RESULTS.md"
+    text = results.read_text()
+    start, end = "<!-- tables -->", "<!-- /tables -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{results} lacks the {start} ... {end} markers")
+    text = text[: text.index(start) + len(start)] + "\n" + block + text[text.index(end):]
+    results.write_text(text)
+    (HERE / "summary.json").write_text(json.dumps({"table1": rows1, "table3": rows3, "selection": sel_json},
+                                                  indent=2, default=str) + "\n")
+    sys.stdout.write(block + "\n")
+
+
+if __name__ == "__main__":
+    main()

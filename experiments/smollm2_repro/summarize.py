@@ -124,6 +124,8 @@ def table3(root: Path) -> tuple[str, list[dict]]:
         mean = sum(have) / len(have) if len(have) == len(families) else None
         lines.append(f"| {r['method']} | {r['stage']} | {r['seed']} | " + " | ".join(cells)
                      + f" | {_fmt(mean, 1)} | {_fmt(r.get('heldout_ppl'), 2)} |")
+    if not rows:
+        return "(no general-ability sub-run has finished yet)\n", rows
     n = next((r[f]["n"] for r in rows for f in families if f in r), None)
     note = f"\n{n} questions per family (chance 25 %); ± is the binomial standard error.\n" if n else ""
     return "\n".join(lines) + "\n" + note, rows
@@ -137,10 +139,13 @@ def selection_summary(root: Path) -> tuple[str, dict]:
     lines = [f"Anchors (by lift): **{', '.join(analysis.get('anchors') or []) or 'none'}**; "
              f"{analysis.get('n_samples')} windows of {analysis.get('context_length'):,} tokens, "
              f"POS tagger {analysis.get('pos_tagger')}.", "",
-             "| part of speech | share of all tokens | share of the top-20 % shifted | lift |", "|---|---:|---:|---:|"]
+             "| part of speech | tokens | share of all tokens | share of the top-20 % shifted | lift |",
+             "|---|---:|---:|---:|---:|"]
     for r in pos:
-        lines.append(f"| {r.get('pos')} | {100 * float(r.get('share') or 0):.1f} % | "
+        lines.append(f"| {r.get('pos')} | {int(r.get('count') or 0):,} | {100 * float(r.get('share') or 0):.1f} % | "
                      f"{100 * float(r.get('top_share') or 0):.1f} % | {float(r.get('lift') or 0):.2f} |")
+    lines += ["", "Anchor types need at least `min_pos_count` tokens and a lift of at least `min_lift` (conf/analyze.yaml); "
+              "the top 20 % are taken per position bucket (ties at the threshold share the last slots)."]
     keep = {k: analysis.get(k) for k in ("anchors", "n_samples", "context_length", "pos_tagger", "long_model_rope",
                                           "throughput_tokens_per_s")}
     return "\n".join(lines) + "\n", keep

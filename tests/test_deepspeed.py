@@ -40,9 +40,13 @@ def test_cpu_preset_uses_a_torch_client_optimizer():
     assert strategy._process_group_backend == "gloo"
 
 
-def test_sampler_shards_over_data_parallel_replicas_only():
+def test_sampler_shards_over_data_parallel_replicas_only(monkeypatch):
     from lightning.fabric.plugins.environments import LightningEnvironment
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
 
+    # set_global_rank also sets Lightning's process-wide rank_zero_only.rank: restore it after the test, or every
+    # later test in this worker runs as rank 3 (loggers become dummies, CSV files are not written)
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     strategy = LongRecipeDeepSpeedStrategy(sequence_parallel_size=2)
     env = LightningEnvironment()
     env.set_world_size(4)

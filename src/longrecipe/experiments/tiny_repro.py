@@ -235,9 +235,8 @@ def general_plan(cfg: DictConfig, spec: dict, plan: list[SubRun], place, pretrai
         "stages": ["evaluate"], "base_model": pretrained, "inputs": {"evaluate": pretrained}, "evaluate": evaluate,
         "meta": {"method": "base", "stage": "base", "seed": seed0}})]
     for sub in plan:
-        if sub.name in ("base", "selection", "pretrain") or "extend" not in sub.values["stages"] and \
-                not sub.name.endswith("/merge"):
-            continue
+        if sub.name == "pretrain" or not set(GENERAL_STAGES) & set(sub.values["stages"]):
+            continue  # the base's own pretraining, or a sub-run that produces no model
         method_run = sub.name.removesuffix("/merge")
         method, seed = method_run.split("/")
         label = sub.values["meta"].get("method") or METHOD_NAMES.get(method, method)

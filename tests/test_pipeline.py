@@ -222,3 +222,42 @@ def test_run_meta_of_a_later_subset_run_keeps_completed_stages(tmp_path):
     write_run_meta(cfg, fresh, {}, ["evaluate"])  # nothing completed there: no selection, no merge
     meta = json.loads((fresh / "run_meta.json").read_text())
     assert meta["selection"] == "none" and meta["merge_lambda"] is None
+
+
+# ---------------------------------------------------------------- an interrupted training stage is continued
+def _extend_run(run_dir: Path, *extra: str):
+    return compose("run", [f"run_dir={run_dir}", "stages=[extend]", "extend.config.trainer.max_steps=3",
+                           "extend.config.trainer.limit_val_batches=0", "extend.config.data.n_docs=12",
+                           "+extend.config.callbacks.checkpoint.every_n_train_steps=2",
+                           "train_common.groups.logger=none", *extra])
+
+
+def test_interrupted_extend_continues_from_its_checkpoint(tmp_path):
+    from longrecipe.pipeline.stages import run_pipeline
+    from longrecipe.training.callbacks import SimulatedCrash, read_step_log
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(SimulatedCrash, match="after step 2"):
+        run_pipeline(_extend_run(run_dir, "+extend.config.debug.crash_after_step=2"))
+    first = read_marker(run_dir / "extend")
+    assert first["status"] == "running"
+    assert (run_dir / "extend" / "run" / "checkpoints" / "last.ckpt").resolve().name == "step000002.ckpt"
+
+    # the same run without the crash hook: same hash, so the stage continues at step 3 instead of starting over
+    run_pipeline(_extend_run(run_dir))
+    marker = read_marker(run_dir / "extend")
+    assert marker["status"] == "complete" and marker["resumed"] == 1 and len(marker["resumed_at"]) == 1
+    assert (marker["run_id"], marker["started"], marker["config_hash"]) == (
+        first["run_id"], first["started"], first["config_hash"])
+    assert marker["outputs"]["global_step"] == 3
+    assert [r["step"] for r in read_step_log(run_dir / "extend" / "run" / "train_log.jsonl")] == [1, 2, 3]
+    train_cfg = json.loads((run_dir / "extend" / "run" / "train_config.json").read_text())
+    assert train_cfg["resume"] is True and "debug" not in train_cfg
+
+    # interrupted with another config: not continued but redone from scratch
+    with pytest.raises(SimulatedCrash):
+        run_pipeline(_extend_run(tmp_path / "other", "+extend.config.debug.crash_after_step=2"))
+    run_pipeline(_extend_run(tmp_path / "other", "extend.config.optim.lr=3e-4"))
+    redone = read_marker(tmp_path / "other" / "extend")
+    assert redone["status"] == "complete" and "resumed" not in redone
+    assert json.loads((tmp_path / "other" / "extend" / "run" / "train_config.json").read_text())["resume"] is False

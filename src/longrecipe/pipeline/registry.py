@@ -33,7 +33,11 @@ class StageInput:
 
 @dataclass(frozen=True)
 class Stage:
-    """A named pipeline step. ``inputs[0]`` is the primary input, overridable with ``inputs.<stage>=<path>``."""
+    """A named pipeline step. ``inputs[0]`` is the primary input, overridable with ``inputs.<stage>=<path>``.
+
+    ``resumable``: an interrupted run of this stage (same config and inputs) continues from what it left in its
+    folder -- the runner passes ``resume: true`` in ``cfg`` instead of clearing the folder (training stages: their
+    last checkpoint)."""
 
     name: str
     run: StageRun
@@ -42,6 +46,7 @@ class Stage:
     inputs: tuple[StageInput, ...] = ()
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    resumable: bool = False
 
 
 def default_configure(run_cfg: Any, name: str) -> dict:

@@ -10,6 +10,9 @@ paths. On a re-run a stage is
 * skipped when complete and the hash is unchanged (its recorded outputs feed later stages);
 * redone when it was interrupted (marker ``running``, or a folder without marker) — the old folder is
   moved aside and deleted first — or when an input stage was re-run since (``upstream`` ids differ);
+* continued, for a ``resumable`` stage (training: extend, replay) interrupted with the same config, inputs and
+  upstream: the folder is kept and the stage runs with ``resume: true`` (from its last checkpoint; the marker
+  counts the resumptions and keeps the first start);
 * refused when complete with a *different* hash, unless listed in ``force=[...]``.
 """
 
@@ -65,6 +68,21 @@ def order_stages(stages: Sequence[str]) -> list[str]:
     if bad:
         raise ValueError(f"stages has unknown names {bad}; allowed: {list(STAGE_ORDER)} (e.g. stages=[extend,merge])")
     return [s for s in STAGE_ORDER if s in set(stages)]
+
+
+def _hashed(stage_cfg: dict) -> dict:
+    """The stage config without its test hooks (``debug_sleep_s``, ``config.debug``): a run stopped by one is
+    the same run, so it can be continued without the hook."""
+    out = {k: v for k, v in stage_cfg.items() if k != "debug_sleep_s"}
+    if isinstance(out.get("config"), dict) and "debug" in out["config"]:
+        out["config"] = {k: v for k, v in out["config"].items() if k != "debug"}
+    return out
+
+
+def _can_resume(stage: Stage, marker: dict | None, config_hash_now: str, upstream: dict) -> bool:
+    """An interrupted (``running``) run of a resumable stage with the same config, inputs and upstream."""
+    return bool(stage.resumable and marker and marker.get("status") == "running"
+                and marker.get("config_hash") == config_hash_now and marker.get("upstream", {}) == upstream)
 
 
 def _completed_outputs(run_dir: Path, name: str) -> dict | None:
@@ -158,7 +176,7 @@ def run_stages(
         inputs, upstream = resolve_inputs(stage, selected, produced, run_dir, registry, overrides, fixed_inputs or {})
         stage_cfg = stage.configure(run_cfg, name)
         inputs_json = {k: str(v) for k, v in inputs.items()}
-        h = config_hash({"stage": name, "config": stage_cfg, "inputs": inputs_json})
+        h = config_hash({"stage": name, "config": _hashed(stage_cfg), "inputs": inputs_json})
         stage_dir = run_dir / name
         marker = read_marker(stage_dir)
         if marker and marker.get("status") == "complete" and name not in force_set:
@@ -174,20 +192,29 @@ def run_stages(
                 records[name] = {**marker, "skipped": True}
                 continue
             log.info("stage %s: an input stage was re-run since, redoing", name)
+        resume = _can_resume(stage, marker, h, upstream) and name not in force_set
+        if resume:
+            log.info("stage %s: interrupted run with the same config (hash %s), continuing it", name, h)
         elif marker and marker.get("status") != "complete":
             log.info("stage %s: interrupted run found (status %s), redoing it", name, marker.get("status"))
         elif stage_dir.exists() and marker is None:
             log.info("stage %s: folder without completion marker (interrupted), redoing it", name)
-        _clear(stage_dir)
-        stage_dir.mkdir(parents=True)
-        run_id = uuid.uuid4().hex[:12]
-        marker = {"stage": name, "status": "running", "config_hash": h, "inputs": inputs_json, "upstream": upstream,
-                  "started": _now(), "finished": None, "outputs": None, "run_id": run_id, "pid": os.getpid()}
+        if resume:
+            marker = {**marker, "pid": os.getpid(), "resumed": int(marker.get("resumed") or 0) + 1,
+                      "resumed_at": [*(marker.get("resumed_at") or []), _now()]}
+        else:
+            _clear(stage_dir)
+            stage_dir.mkdir(parents=True)
+            marker = {"stage": name, "status": "running", "config_hash": h, "inputs": inputs_json,
+                      "upstream": upstream, "started": _now(), "finished": None, "outputs": None,
+                      "run_id": uuid.uuid4().hex[:12], "pid": os.getpid()}
         write_json_atomic(stage_dir / MARKER, marker)
         write_json_atomic(stage_dir / "stage_config.json", stage_cfg)
         log.info("stage %s: running (hash %s) -> %s", name, h, stage_dir)
         t0 = time.time()
-        run_cfg_stage = {**stage_cfg, "tracking": context(run_cfg, name)} if context is not None else stage_cfg
+        run_cfg_stage = {**stage_cfg, "tracking": context(run_cfg, name)} if context is not None else dict(stage_cfg)
+        if resume:
+            run_cfg_stage["resume"] = True
         outputs = stage.run(run_cfg_stage, inputs, stage_dir)
         if not isinstance(outputs, dict) or "path" not in outputs:
             raise ValueError(f"stage {name!r} must return a dict with a 'path' output, got {outputs!r}")

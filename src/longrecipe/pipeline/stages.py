@@ -94,7 +94,8 @@ def _train_cfg(stage_cfg: dict, out_dir: Path, extra: dict) -> DictConfig:
         cfg = OmegaConf.merge(cfg, OmegaConf.create(extra))
         cfg.run_dir = str(out_dir / "run")
         cfg.export_dir = str(out_dir / "model")
-        cfg.resume = False
+        # the runner sets resume for an interrupted stage it continues; an export that run finished is replaced
+        cfg.resume = cfg.overwrite = bool(stage_cfg.get("resume"))
         cfg.ckpt_path = None
         if tracking and "wandb" in (cfg.get("logger") or {}):  # one layout: group = experiment, job = stage
             node = cfg.logger.wandb
@@ -318,9 +319,10 @@ def default_registry() -> StageRegistry:
                                StageInput("model", kind="base_model")), description="LongRecipe data selection"))
     reg.register(Stage("extend", run_extend, _train_configure, produces="model",
                        inputs=(StageInput("model", kind="base_model"), StageInput("data", kind="dataset", required=False)),
-                       description="context extension training"))
+                       description="context extension training", resumable=True))
     reg.register(Stage("replay", run_replay, _train_configure, produces="model",
-                       inputs=(StageInput("model", kind="model"),), description="instruction data replay, lr 5e-6"))
+                       inputs=(StageInput("model", kind="model"),), description="instruction data replay, lr 5e-6",
+                       resumable=True))
     reg.register(Stage("merge", _tracked(run_merge), _merge_configure, produces="model",
                        inputs=(StageInput("tuned", kind="model"), StageInput("original", kind="base_model")),
                        description="λ1·θ_orig + λ2·θ_tuned"))

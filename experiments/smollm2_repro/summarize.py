@@ -131,6 +131,39 @@ def table3(root: Path) -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n" + note, rows
 
 
+def lambda_table(root: Path) -> tuple[str, list[dict]]:
+    """The merge λ sweep (``run.sh lambda``): θ = (1-λ)·θ_base + λ·θ_replayed, long-context perplexity and the probe."""
+    rows = []
+    for meta_path in sorted(root.glob("sweep/merge_lambda/lambda*/run_meta.json")):
+        run = meta_path.parent
+        lam = (_json(meta_path) or {}).get("merge_lambda")
+        recs = []
+        for ev in ("ppl", "general_probe"):
+            recs += _json(run / "evaluate" / ev / "results.json") or []
+        if lam is None or not recs:
+            continue
+        row = {"lambda": float(lam)}
+        for n in (2048, 16384):
+            row[f"ppl_{n}"] = (_score(recs, "ppl", n) or {}).get("score")
+        probe = [r for r in recs if r["task"].startswith("probe_")]
+        row["probe"] = {r["task"]: {"score": r["score"], "se": r.get("se"), "n": r["n"]} for r in probe}
+        rows.append(row)
+    if not rows:
+        return "(the λ sweep has not run: `bash experiments/smollm2_repro/run.sh lambda`)\n", rows
+    rows.sort(key=lambda r: r["lambda"])
+    families = ("probe_arithmetic", "probe_compare", "probe_sequence")
+    lines = ["| λ (weight of the replayed model) | ppl@2k | ppl@16k | arithmetic | compare | sequence | probe mean |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = [("—" if f not in r["probe"] else f"{r['probe'][f]['score']:.1f} ± {r['probe'][f]['se']:.1f}")
+                 for f in families]
+        have = [r["probe"][f]["score"] for f in families if f in r["probe"]]
+        mean = sum(have) / len(have) if len(have) == len(families) else None
+        lines.append(f"| {r['lambda']:.2f} | {_fmt(r['ppl_2048'], 2)} | {_fmt(r['ppl_16384'], 2)} | "
+                     + " | ".join(cells) + f" | {_fmt(mean, 1)} |")
+    return "\n".join(lines) + "\n", rows
+
+
 def selection_summary(root: Path) -> tuple[str, dict]:
     analysis = _json(root / "selection" / "analyze" / "analysis" / "analysis.json")
     if not analysis:
@@ -222,6 +255,7 @@ def main() -> None:
     t1, rows1 = table1(runs)
     t3, rows3 = table3(root)
     sel, sel_json = selection_summary(root)
+    tl, rows_l = lambda_table(root)
     figures = []
     if ppl_figure(runs, HERE / "ppl_by_position.png"):
         figures.append("![perplexity by position](ppl_by_position.png)")
@@ -234,6 +268,7 @@ def main() -> None:
     block = "\n".join([
         "### Table 1 shape: long context, every final model", "", t1,
         "### Table 3 shape: short-context general ability", "", t3,
+        "### Merge λ sweep (LongRecipe, replayed model merged with the base)", "", tl,
         "### Impactful tokens (H = base, H' = base + YaRN x2)", "", sel,
         *figures, "",
     ])
@@ -244,7 +279,7 @@ def main() -> None:
         raise SystemExit(f"{results} lacks the {start} ... {end} markers")
     text = text[: text.index(start) + len(start)] + "\n" + block + text[text.index(end):]
     results.write_text(text)
-    (HERE / "summary.json").write_text(json.dumps({"table1": rows1, "table3": rows3, "selection": sel_json},
+    (HERE / "summary.json").write_text(json.dumps({"table1": rows1, "table3": rows3, "lambda": rows_l, "selection": sel_json},
                                                   indent=2, default=str) + "\n")
     sys.stdout.write(block + "\n")
 

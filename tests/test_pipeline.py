@@ -261,3 +261,16 @@ def test_interrupted_extend_continues_from_its_checkpoint(tmp_path):
     redone = read_marker(tmp_path / "other" / "extend")
     assert redone["status"] == "complete" and "resumed" not in redone
     assert json.loads((tmp_path / "other" / "extend" / "run" / "train_config.json").read_text())["resume"] is False
+
+
+def test_test_hooks_leave_the_hash_of_completed_stages_unchanged():
+    """Stages configure ``debug_sleep_s: null``; markers written before the hooks were neutralised must still match."""
+    from longrecipe.pipeline.runner import _hashed
+    from longrecipe.utils.confighash import config_hash
+
+    plain = {"evals": ["ppl"], "config": {"lengths": [2048]}, "debug_sleep_s": None}
+    assert config_hash(_hashed(plain)) == config_hash(plain)
+    assert config_hash(_hashed({**plain, "debug_sleep_s": 120})) == config_hash(plain)
+    hooked = {**plain, "config": {"lengths": [2048], "debug": {"crash_after_step": 2}}}
+    assert config_hash(_hashed(hooked)) == config_hash(plain)
+    assert config_hash(_hashed({**plain, "config": {"lengths": [4096]}})) != config_hash(plain)

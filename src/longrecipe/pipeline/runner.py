@@ -71,9 +71,12 @@ def order_stages(stages: Sequence[str]) -> list[str]:
 
 
 def _hashed(stage_cfg: dict) -> dict:
-    """The stage config without its test hooks (``debug_sleep_s``, ``config.debug``): a run stopped by one is
-    the same run, so it can be continued without the hook."""
-    out = {k: v for k, v in stage_cfg.items() if k != "debug_sleep_s"}
+    """The stage config with its test hooks neutral (``debug_sleep_s`` as null, no ``config.debug``): a run
+    stopped by one is the same run, so it can be continued without the hook. Configs without a hook hash as
+    before (stages configure ``debug_sleep_s: null`` by default)."""
+    out = dict(stage_cfg)
+    if out.get("debug_sleep_s") is not None:
+        out["debug_sleep_s"] = None
     if isinstance(out.get("config"), dict) and "debug" in out["config"]:
         out["config"] = {k: v for k, v in out["config"].items() if k != "debug"}
     return out

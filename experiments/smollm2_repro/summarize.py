@@ -18,7 +18,11 @@ HERE = Path(__file__).resolve().parent
 BUCKET = re.compile(r"^ppl\[(\d+):(\d+)\]$")
 MARKER = ".longrecipe_stage.json"
 # display order: the base, then the methods as in the paper's tables
-ORDER = ["base", "FLT", "FLT (equal tokens)", "RPES", "PoSE", "LongRecipe"]
+TRAINING_FREE = "base + dynamic NTK, no training"
+ORDER = ["base", TRAINING_FREE, "FLT", "FLT (equal tokens)", "RPES", "PoSE", "LongRecipe"]
+# the training-free control: the base with the RoPE every method trains with, evaluated by experiments/smollm2_base
+# on the same perplexity windows (its "none" rows equal this run's base row) and NIAH at 16k with 3 samples
+BASE_RUNS = HERE.parent / "smollm2_base" / "runs"
 STAGES = {"base": 0, "extend": 1, "replay": 2, "merge": 3}
 
 
@@ -41,6 +45,16 @@ def _runs(root: Path) -> list[dict]:
         out.append({"dir": run, "meta": meta, "records": records,
                     "markers": {k: v for k, v in markers.items() if v}})
     return out
+
+
+def _training_free(runs_dir: Path) -> list[dict]:
+    records = []
+    for name in ("ppl-dynamic_ntk", "niah-dynamic_ntk"):
+        records += _json(runs_dir / name / "results.json") or []
+    if not records:
+        return []
+    return [{"dir": runs_dir / "niah-dynamic_ntk", "meta": {"method": TRAINING_FREE, "seed": None},
+             "records": records, "markers": {}, "samples": runs_dir / "niah-dynamic_ntk" / "samples.jsonl"}]
 
 
 def _key(run: dict) -> tuple:
@@ -184,6 +198,13 @@ def selection_summary(root: Path) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", keep
 
 
+def _label(run: dict) -> str:
+    seed = run["meta"].get("seed")
+    if seed is None:
+        return run["meta"]["method"]
+    return f"{run['meta']['method']} ({_stage_of(run)}, seed {seed})"
+
+
 def ppl_figure(runs: list[dict], path: Path) -> bool:
     import matplotlib
 
@@ -196,7 +217,7 @@ def ppl_figure(runs: list[dict], path: Path) -> bool:
         pts = sorted((int(m.group(1)), int(m.group(2)), r["score"]) for r in run["records"]
                      if r["length"] == 16384 and (m := BUCKET.match(r["task"])))
         if pts:
-            label = f"{run['meta']['method']} ({_stage_of(run)}, seed {run['meta'].get('seed')})"
+            label = _label(run)
             ax.plot([(a + b) / 2 for a, b, _ in pts], [s for _, _, s in pts], marker="o", label=label)
             drawn = True
     if not drawn:
@@ -223,10 +244,11 @@ def niah_figure(runs: list[dict], path: Path) -> bool:
 
     rows = []
     for run in sorted(runs, key=_key):
-        samples = run["dir"] / "evaluate" / "ruler" / "samples.jsonl"
+        samples = run.get("samples") or run["dir"] / "evaluate" / "ruler" / "samples.jsonl"
         if samples.is_file():
             pts = [json.loads(x) for x in samples.read_text().splitlines() if x.strip()]
-            rows.append((f"{run['meta']['method']} s{run['meta'].get('seed')}", pts))
+            pts = [p for p in pts if int(p.get("length") or 16384) == 16384]
+            rows.append((_label(run), pts))
     if not rows:
         return False
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
@@ -251,7 +273,7 @@ def main() -> None:
     parser.add_argument("--run-dir", default="outputs/smollm2_repro")
     args = parser.parse_args()
     root = Path(args.run_dir)
-    runs = _runs(root)
+    runs = _runs(root) + _training_free(BASE_RUNS)
     t1, rows1 = table1(runs)
     t3, rows3 = table3(root)
     sel, sel_json = selection_summary(root)

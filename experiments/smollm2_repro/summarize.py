@@ -145,6 +145,29 @@ def table3(root: Path) -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n" + note, rows
 
 
+def timing_table(root: Path) -> tuple[str, list[dict]]:
+    """Wall time of every finished stage of every sub-run (from the stage markers), and the total."""
+    rows = []
+    for marker in sorted(root.glob("**/" + MARKER)):
+        rec = _json(marker) or {}
+        if rec.get("status") != "complete" or rec.get("seconds") is None:
+            continue
+        outputs = rec.get("outputs") or {}
+        rows.append({"sub_run": str(marker.parent.parent.relative_to(root)), "stage": rec.get("stage"),
+                     "seconds": float(rec["seconds"]), "finished": rec.get("finished"),
+                     "tokens": outputs.get("tokens"), "resumed": rec.get("resumed", 0)})
+    rows.sort(key=lambda r: r["finished"] or "")
+    if not rows:
+        return "(nothing has finished yet)\n", rows
+    lines = ["| sub-run | stage | wall time (s) | tokens trained | finished |", "|---|---|---:|---:|---|"]
+    for r in rows:
+        tokens = "" if r["tokens"] is None else f"{r['tokens']:,}"
+        lines.append(f"| {r['sub_run']} | {r['stage']} | {r['seconds']:,.0f} | {tokens} | {r['finished']} |")
+    total = sum(r["seconds"] for r in rows)
+    lines += ["", f"Total: {total:,.0f} s ({total / 3600:.2f} h) of stage wall time on this machine."]
+    return "\n".join(lines) + "\n", rows
+
+
 def lambda_table(root: Path) -> tuple[str, list[dict]]:
     """The merge λ sweep (``run.sh lambda``): θ = (1-λ)·θ_base + λ·θ_replayed, long-context perplexity and the probe."""
     rows = []
@@ -278,6 +301,7 @@ def main() -> None:
     t3, rows3 = table3(root)
     sel, sel_json = selection_summary(root)
     tl, rows_l = lambda_table(root)
+    tt, rows_t = timing_table(root)
     figures = []
     if ppl_figure(runs, HERE / "ppl_by_position.png"):
         figures.append("![perplexity by position](ppl_by_position.png)")
@@ -293,6 +317,7 @@ def main() -> None:
         "### Merge λ sweep (LongRecipe, replayed model merged with the base)", "", tl,
         "### Impactful tokens (H = base, H' = base + YaRN x2)", "", sel,
         *figures, "",
+        "### Wall time of every stage (2 CPU cores)", "", tt,
     ])
     results = HERE / "RESULTS.md"
     text = results.read_text()
@@ -301,7 +326,8 @@ def main() -> None:
         raise SystemExit(f"{results} lacks the {start} ... {end} markers")
     text = text[: text.index(start) + len(start)] + "\n" + block + text[text.index(end):]
     results.write_text(text)
-    (HERE / "summary.json").write_text(json.dumps({"table1": rows1, "table3": rows3, "lambda": rows_l, "selection": sel_json},
+    (HERE / "summary.json").write_text(json.dumps({"table1": rows1, "table3": rows3, "lambda": rows_l, "selection": sel_json,
+                                                   "timing": rows_t},
                                                   indent=2, default=str) + "\n")
     sys.stdout.write(block + "\n")
 

@@ -6,6 +6,7 @@
 # Launch (repo root, venv active or PATH=.venv/bin:$PATH):  bash experiments/smollm2_repro/run.sh [piece ...]
 # Pieces: longrecipe (base eval + analysis/selection + LongRecipe extend/replay/merge), short (PoSE, RPES),
 #         flt (FLT at equal tokens, then FLT at equal steps), seed1 (a second seed of the 30 % methods),
+#         stagewise (Table 1 perplexity of LongRecipe before replay + merge, after longrecipe),
 #         lambda (merge λ sweep, after longrecipe; LAMBDAS=0.3,0.5,0.7 by default), all (default).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,13 +27,18 @@ run_piece() {
     flt) piece flt 'tiny_repro.methods=[flt]' ;;
     seed1) piece seed1 'tiny_repro.methods=[longrecipe,pose,rpes]' 'tiny_repro.seeds=[1]' \
              'tiny_repro.equal_tokens_methods=[]' ;;
+    # Table 1's perplexity of LongRecipe's extension model before replay + merge (the other methods' final models
+    # are extension models: this is the like-for-like row), under runs/longrecipe/seed0-extend
+    stagewise) piece stagewise driver=null 'stages=[evaluate]' 'evaluate.evals=[ppl]' \
+                 run_dir=outputs/smollm2_repro/runs/longrecipe/seed0-extend +meta.stage=extend \
+                 +inputs.evaluate=outputs/smollm2_repro/runs/longrecipe/seed0/extend/model ;;
     # merge λ sweep (Hydra multirun) on LongRecipe's replayed model: long-context perplexity (Table 1's ppl
     # settings) and the general-ability probe per λ, under outputs/smollm2_repro/sweep/merge_lambda/lambda<λ>
     lambda) piece lambda -m driver=null sweep=merge_lambda sweep_root=outputs/smollm2_repro/sweep \
               'stages=[merge,evaluate]' +inputs.merge=outputs/smollm2_repro/runs/longrecipe/seed0/replay/model \
               'evaluate.evals=[ppl,general_probe]' "merge.lambda=${LAMBDAS:-0.3,0.5,0.7}" ;;
     all) run_piece longrecipe; run_piece short; run_piece flt; piece report ;;
-    *) echo "unknown piece $1 (longrecipe | short | flt | seed1 | lambda | all)" >&2; exit 2 ;;
+    *) echo "unknown piece $1 (longrecipe | short | flt | seed1 | stagewise | lambda | all)" >&2; exit 2 ;;
   esac
 }
 for p in "${@:-all}"; do run_piece "$p"; done

@@ -59,7 +59,8 @@ def _training_free(runs_dir: Path) -> list[dict]:
 
 def _key(run: dict) -> tuple:
     m = run["meta"]
-    return (ORDER.index(m["method"]) if m["method"] in ORDER else 99, m.get("seed") or 0)
+    return (ORDER.index(m["method"]) if m["method"] in ORDER else 99, m.get("seed") or 0,
+            STAGES.get(_stage_of(run), 9))
 
 
 def _fmt(x, digits: int = 1) -> str:
@@ -71,6 +72,8 @@ def _score(records: list[dict], task: str, length: int) -> dict | None:
 
 
 def _stage_of(run: dict) -> str:
+    if run["meta"].get("stage"):  # an evaluation-only sub-run of one stage's model (run.sh stagewise)
+        return run["meta"]["stage"]
     done = [s for s in ("merge", "replay", "extend") if (run["markers"].get(s) or {}).get("status") == "complete"]
     return done[0] if done else "base"
 

@@ -29,14 +29,14 @@ run_piece() {
              'tiny_repro.equal_tokens_methods=[]' ;;
     # Table 1's perplexity of LongRecipe's extension model before replay + merge (the other methods' final models
     # are extension models: this is the like-for-like row), under runs/longrecipe/seed0-extend
-    stagewise) piece stagewise driver=null 'stages=[evaluate]' 'evaluate.evals=[ppl]' \
+    stagewise) piece stagewise driver=null 'stages=[evaluate]' 'evaluate.evals=[ppl]' '~evaluate.per_eval.ruler' \
                  run_dir=outputs/smollm2_repro/runs/longrecipe/seed0-extend +meta.stage=extend \
                  +inputs.evaluate=outputs/smollm2_repro/runs/longrecipe/seed0/extend/model ;;
     # merge λ sweep (Hydra multirun) on LongRecipe's replayed model: long-context perplexity (Table 1's ppl
     # settings) and the general-ability probe per λ, under outputs/smollm2_repro/sweep/merge_lambda/lambda<λ>
     lambda) piece lambda -m driver=null sweep=merge_lambda sweep_root=outputs/smollm2_repro/sweep \
               'stages=[merge,evaluate]' +inputs.merge=outputs/smollm2_repro/runs/longrecipe/seed0/replay/model \
-              'evaluate.evals=[ppl,general_probe]' "merge.lambda=${LAMBDAS:-0.3,0.5,0.7}" ;;
+              'evaluate.evals=[ppl,general_probe]' '~evaluate.per_eval.ruler' "merge.lambda=${LAMBDAS:-0.3,0.5,0.7}" ;;
     all) run_piece longrecipe; run_piece short; run_piece flt; piece report ;;
     *) echo "unknown piece $1 (longrecipe | short | flt | seed1 | stagewise | lambda | all)" >&2; exit 2 ;;
   esac

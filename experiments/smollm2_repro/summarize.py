@@ -42,6 +42,11 @@ def _runs(root: Path) -> list[dict]:
         for ev in ("ppl", "ruler"):
             records += _json(run / "evaluate" / ev / "results.json") or []
         markers = {st: _json(run / st / MARKER) for st in ("extend", "replay", "merge", "evaluate")}
+        evaluated = ((markers.get("evaluate") or {}).get("inputs") or {}).get("model")
+        if not markers["extend"] and evaluated:  # an evaluation-only sub-run: the training of the model it evaluated
+            made_by = _json(Path(evaluated).parent / MARKER) or {}
+            if made_by.get("stage") == "extend":
+                markers["extend"] = made_by
         out.append({"dir": run, "meta": meta, "records": records,
                     "markers": {k: v for k, v in markers.items() if v}})
     return out

@@ -115,6 +115,16 @@ def table1(runs: list[dict]) -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n", rows
 
 
+PROBE_FAMILIES = ("probe_arithmetic", "probe_compare", "probe_sequence")
+
+
+def _probe_cells(probe: dict) -> tuple[list[str], float | None]:
+    """``score ± se`` per probe family ("—" where missing) and their mean (only when every family is there)."""
+    cells = [("—" if f not in probe else f"{probe[f]['score']:.1f} ± {probe[f]['se']:.1f}") for f in PROBE_FAMILIES]
+    have = [probe[f]["score"] for f in PROBE_FAMILIES if f in probe]
+    return cells, (sum(have) / len(have) if len(have) == len(PROBE_FAMILIES) else None)
+
+
 def table3(root: Path) -> tuple[str, list[dict]]:
     """Paper Table 3's shape: short-context general ability before replay, after replay and after merge."""
     rows = []
@@ -137,18 +147,15 @@ def table3(root: Path) -> tuple[str, list[dict]]:
         rows.append(row)
     rows.sort(key=lambda r: (ORDER.index(r["method"]) if r["method"] in ORDER else 99, STAGES.get(r["stage"], 9),
                              r["seed"] or 0))
-    families = ("probe_arithmetic", "probe_compare", "probe_sequence")
     lines = ["| method | stage | seed | arithmetic | compare | sequence | mean | held-out ppl@2k |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        cells = [("—" if f not in r else f"{r[f]['score']:.1f} ± {r[f]['se']:.1f}") for f in families]
-        have = [r[f]["score"] for f in families if f in r]
-        mean = sum(have) / len(have) if len(have) == len(families) else None
+        cells, mean = _probe_cells(r)
         lines.append(f"| {r['method']} | {r['stage']} | {r['seed']} | " + " | ".join(cells)
                      + f" | {_fmt(mean, 1)} | {_fmt(r.get('heldout_ppl'), 2)} |")
     if not rows:
         return "(no general-ability sub-run has finished yet)\n", rows
-    n = next((r[f]["n"] for r in rows for f in families if f in r), None)
+    n = next((r[f]["n"] for r in rows for f in PROBE_FAMILIES if f in r), None)
     note = f"\n{n} questions per family (chance 25 %); ± is the binomial standard error.\n" if n else ""
     return "\n".join(lines) + "\n" + note, rows
 
@@ -196,14 +203,10 @@ def lambda_table(root: Path) -> tuple[str, list[dict]]:
     if not rows:
         return "(the λ sweep has not run: `bash experiments/smollm2_repro/run.sh lambda`)\n", rows
     rows.sort(key=lambda r: r["lambda"])
-    families = ("probe_arithmetic", "probe_compare", "probe_sequence")
     lines = ["| λ (weight of the replayed model) | ppl@2k | ppl@16k | arithmetic | compare | sequence | probe mean |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        cells = [("—" if f not in r["probe"] else f"{r['probe'][f]['score']:.1f} ± {r['probe'][f]['se']:.1f}")
-                 for f in families]
-        have = [r["probe"][f]["score"] for f in families if f in r["probe"]]
-        mean = sum(have) / len(have) if len(have) == len(families) else None
+        cells, mean = _probe_cells(r["probe"])
         lines.append(f"| {r['lambda']:.2f} | {_fmt(r['ppl_2048'], 2)} | {_fmt(r['ppl_16384'], 2)} | "
                      + " | ".join(cells) + f" | {_fmt(mean, 1)} |")
     return "\n".join(lines) + "\n", rows

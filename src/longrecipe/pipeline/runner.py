@@ -198,14 +198,13 @@ def run_stages(
         resume = _can_resume(stage, marker, h, upstream) and name not in force_set
         if resume:
             log.info("stage %s: interrupted run with the same config (hash %s), continuing it", name, h)
-        elif marker and marker.get("status") != "complete":
-            log.info("stage %s: interrupted run found (status %s), redoing it", name, marker.get("status"))
-        elif stage_dir.exists() and marker is None:
-            log.info("stage %s: folder without completion marker (interrupted), redoing it", name)
-        if resume:
             marker = {**marker, "pid": os.getpid(), "resumed": int(marker.get("resumed") or 0) + 1,
                       "resumed_at": [*(marker.get("resumed_at") or []), _now()]}
         else:
+            if marker and marker.get("status") != "complete":
+                log.info("stage %s: interrupted run found (status %s), redoing it", name, marker.get("status"))
+            elif stage_dir.exists() and marker is None:
+                log.info("stage %s: folder without completion marker (interrupted), redoing it", name)
             _clear(stage_dir)
             stage_dir.mkdir(parents=True)
             marker = {"stage": name, "status": "running", "config_hash": h, "inputs": inputs_json,

@@ -44,6 +44,11 @@ def test_plan_existing_base_selection_and_equal_tokens(tmp_path):
     piece = tiny_repro_plan(compose("run", ["experiment=smollm2_repro", "tiny_repro.methods=[pose]"]))
     assert [s.name for s in piece if not s.name.startswith("general/")] == ["base", "flt_equal_tokens/seed0",
                                                                              "pose/seed0"]
+    # FLT at equal tokens alone (run.sh flt_equal_tokens): the same sub-run as in the full plan, so the same hash
+    alone = tiny_repro_plan(compose("run", ["experiment=smollm2_repro", f"run_dir={tmp_path}", "tiny_repro.methods=[]",
+                                            "tiny_repro.evaluate_base=false"]))
+    assert [s.name for s in alone] == ["flt_equal_tokens/seed0", "general/base", "general/flt_equal_tokens/seed0/extend"]
+    assert alone[0] == next(s for s in plan if s.name == "flt_equal_tokens/seed0")
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -36,7 +36,7 @@ def test_plan_layout_and_per_method_settings(tmp_path):
 
 @pytest.mark.parametrize("override,message", [
     ("tiny_repro.methods=[flt,yarn]", r"tiny_repro.methods has unknown methods \['yarn'\]; allowed: \['flt', 'rpes'"),
-    ("tiny_repro.methods=[]", r"tiny_repro.methods must list methods from"),
+    ("tiny_repro.methods=[]", r"tiny_repro.methods must list methods from"),  # equal_tokens_methods is [] there
     ("tiny_repro.seeds=[-1]", r"tiny_repro.seeds must be a non-empty list of integers >= 0, got \[-1\]"),
 ])
 def test_bad_plan_input(override, message):

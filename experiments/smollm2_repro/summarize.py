@@ -160,6 +160,46 @@ def table3(root: Path) -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n" + note, rows
 
 
+def _spread(values: list[float | None], digits: int = 2) -> str:
+    have = [v for v in values if v is not None]
+    if len(have) < 2:
+        return "—"
+    return f"{sum(have) / len(have):.{digits}f} ({min(have):.{digits}f}–{max(have):.{digits}f})"
+
+
+def seed_table(rows1: list[dict], rows3: list[dict]) -> tuple[str, list[dict]]:
+    """Every (method, final stage) run with two seeds or more: the mean and range over seeds of Table 1's perplexity
+    and of Table 3's held-out perplexity, and the ranking of the methods at 16k within each seed."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows1:
+        if r["seed"] is not None and r["method"] != "base":
+            groups.setdefault((r["method"], r["stage"]), []).append(r)
+    heldout = {(r["method"], r["stage"], r["seed"]): r.get("heldout_ppl") for r in rows3}
+    rows = []
+    for (method, stage), runs in groups.items():
+        runs = [r for r in runs if r["ppl_16384"] is not None]
+        if len(runs) < 2:
+            continue
+        seeds = sorted(r["seed"] for r in runs)
+        rows.append({"method": method, "stage": stage, "seeds": seeds,
+                     **{k: [r[k] for r in sorted(runs, key=lambda r: r["seed"])] for k in ("ppl_2048", "ppl_16384")},
+                     "heldout_ppl": [heldout.get((method, stage, s)) for s in seeds]})
+    if not rows:
+        return "(no method has two finished seeds yet: `bash experiments/smollm2_repro/run.sh seed1`)\n", rows
+    lines = ["| method | final stage | seeds | ppl@2k mean (min–max) | ppl@16k mean (min–max) | "
+             "held-out ppl@2k mean (min–max) |", "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['stage']} | {', '.join(map(str, r['seeds']))} | {_spread(r['ppl_2048'])} | "
+                     f"{_spread(r['ppl_16384'])} | {_spread(r['heldout_ppl'])} |")
+    shared = sorted(set.intersection(*(set(r["seeds"]) for r in rows)))
+    lines.append("")
+    for seed in shared:  # the 30 % methods' ranking at 16k within one seed (lowest perplexity first)
+        order = sorted(rows, key=lambda r: r["ppl_16384"][r["seeds"].index(seed)])
+        lines.append(f"- ppl@16k ranking, seed {seed}: " + " < ".join(
+            f"{r['method']} {r['ppl_16384'][r['seeds'].index(seed)]:.2f}" for r in order))
+    return "\n".join(lines) + "\n", rows
+
+
 def timing_table(root: Path) -> tuple[str, list[dict]]:
     """Wall time of every finished stage of every sub-run (from the stage markers), and the total."""
     rows = []
@@ -311,6 +351,7 @@ def main() -> None:
     t1, rows1 = table1(runs)
     t3, rows3 = table3(root)
     sel, sel_json = selection_summary(root)
+    ts, rows_s = seed_table(rows1, rows3)
     tl, rows_l = lambda_table(root)
     tt, rows_t = timing_table(root)
     figures = []
@@ -325,6 +366,7 @@ def main() -> None:
     block = "\n".join([
         "### Table 1 shape: long context, every final model", "", t1,
         "### Table 3 shape: short-context general ability", "", t3,
+        "### Seeds: mean and range over the seeds of every method run with two or more", "", ts,
         "### Merge λ sweep (LongRecipe, replayed model merged with the base)", "", tl,
         "### Impactful tokens (H = base, H' = base + YaRN x2)", "", sel,
         *figures, "",
@@ -337,9 +379,9 @@ def main() -> None:
         raise SystemExit(f"{results} lacks the {start} ... {end} markers")
     text = text[: text.index(start) + len(start)] + "\n" + block + text[text.index(end):]
     results.write_text(text)
-    (HERE / "summary.json").write_text(json.dumps({"table1": rows1, "table3": rows3, "lambda": rows_l, "selection": sel_json,
-                                                   "timing": rows_t},
-                                                  indent=2, default=str) + "\n")
+    summary = {"table1": rows1, "table3": rows3, "seeds": rows_s, "lambda": rows_l, "selection": sel_json,
+               "timing": rows_t}
+    (HERE / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     sys.stdout.write(block + "\n")
 
 

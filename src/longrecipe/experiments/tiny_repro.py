@@ -56,9 +56,9 @@ def _plain(node: Any) -> Any:
 
 def _check(spec: dict, cfg: DictConfig) -> None:
     methods = list(spec.get("methods") or [])
-    if not methods:
+    if not methods and not spec.get("equal_tokens_methods"):  # equal-tokens runs alone are a valid piece
         raise ValueError(f"tiny_repro.methods must list methods from {list(METHODS)}, got {methods}; "
-                         "e.g. tiny_repro.methods=[flt,longrecipe]")
+                         "e.g. tiny_repro.methods=[flt,longrecipe] (or tiny_repro.equal_tokens_methods=[flt] alone)")
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"tiny_repro.methods has unknown methods {bad}; allowed: {list(METHODS)}")

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +132,39 @@ def test_experiment_file_end_to_end_with_a_tiny_base(tmp_path, tiny_model_dir, s
     assert {t for _, _, t in general} == {"probe_arithmetic", "probe_compare", "probe_sequence", "ppl"}
     md = (run_dir / "report" / "summary.md").read_text()
     assert "General ability, short context" in md and "| LongRecipe | replay |" in md
+
+
+RUN_SH = Path(__file__).resolve().parents[1] / "experiments" / "smollm2_repro" / "run.sh"
+PIECES = ["longrecipe", "short", "flt_equal_tokens", "flt", "seed1", "stagewise", "flt_ppl", "lambda"]
+
+
+def _piece_argv(tmp_path: Path, piece: str) -> list[list[str]]:
+    """The longrecipe-run command lines ``run.sh <piece>`` launches, from a stub longrecipe-run on PATH."""
+    bin_dir, log = tmp_path / "bin", tmp_path / f"{piece}.argv"
+    bin_dir.mkdir(exist_ok=True)
+    stub = bin_dir / "longrecipe-run"
+    stub.write_text(f"#!/usr/bin/env bash\nprintf '%s\\x1f' \"$@\" >> {log}\necho >> {log}\n")
+    stub.chmod(0o755)
+    (tmp_path / "nltk" / "corpora" / "state_union").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NLTK_DATA": str(tmp_path / "nltk")}
+    subprocess.run(["bash", str(RUN_SH), piece], check=True, env=env, capture_output=True, text=True)
+    return [line.rstrip("\x1f").split("\x1f") for line in log.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("piece", PIECES)
+def test_run_sh_pieces_compose(tmp_path, piece):
+    """Every piece of run.sh launches overrides the real config accepts (Hydra's -m before them), and the driver
+    pieces plan sub-runs; a multirun's first sweep value stands in for its list."""
+    calls = _piece_argv(tmp_path, piece)
+    assert len(calls) == 1
+    argv = calls[0]
+    assert "-m" not in argv[1:], f"Hydra flags must come before the overrides: {argv}"
+    overrides = [a.split(",")[0] if a.startswith("merge.lambda=") else a for a in argv if a != "-m"]
+    assert overrides[0] == "experiment=smollm2_repro"
+    cfg = compose("run", overrides)
+    if piece == "lambda":
+        assert argv[0] == "-m" and cfg.merge["lambda"] == 0.3 and list(cfg.stages) == ["merge", "evaluate"]
+    elif cfg.driver is None:
+        assert list(cfg.stages) == ["evaluate"] and "ruler" not in cfg.evaluate.per_eval
+    else:
+        assert tiny_repro_plan(cfg)

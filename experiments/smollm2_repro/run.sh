@@ -19,8 +19,9 @@ export NLTK_DATA="${NLTK_DATA:-$(cd .. && pwd)/shared/nltk_data}"
 EXP=(experiment=smollm2_repro)
 piece() {  # name, overrides...
   local name=$1; shift
-  echo "== piece $name ($(date -u +%H:%M:%S))"; local t0=$SECONDS
-  longrecipe-run "${EXP[@]}" "$@"
+  echo "== piece $name ($(date -u +%H:%M:%S))"; local t0=$SECONDS flags=()
+  if [ "${1:-}" = -m ]; then flags=(-m); shift; fi  # Hydra's flags go before the overrides
+  longrecipe-run "${flags[@]}" "${EXP[@]}" "$@"
   echo "== piece $name took $((SECONDS - t0)) s"
 }
 run_piece() {

@@ -40,7 +40,8 @@ def test_plan_existing_base_selection_and_equal_tokens(tmp_path):
     assert cfg.analyze.config.long_model == "packaged:smollm2_135m_instruct"
     replayed = by["general/longrecipe/seed0/replay"]
     assert replayed["inputs"] == {"evaluate": str((tmp_path / "runs/longrecipe/seed0/replay/model").resolve())}
-    assert replayed["meta"] == {"method": "LongRecipe", "stage": "replay", "seed": 0}
+    assert replayed["meta"] == {"method": "LongRecipe", "stage": "replay", "seed": 0, "selection": "anchors"}
+    assert "selection" not in by["general/pose/seed0/extend"]["meta"]
     assert replayed["evaluate"]["evals"] == ["general_probe", "ppl"]
     assert by["general/flt_equal_tokens/seed0/extend"]["meta"]["method"] == "FLT (equal tokens)"
     # a piece without LongRecipe plans no analysis; FLT at equal tokens runs without FLT at equal steps
@@ -135,7 +136,7 @@ def test_experiment_file_end_to_end_with_a_tiny_base(tmp_path, tiny_model_dir, s
 
 
 RUN_SH = Path(__file__).resolve().parents[1] / "experiments" / "smollm2_repro" / "run.sh"
-PIECES = ["longrecipe", "short", "flt_equal_tokens", "flt", "seed1", "stagewise", "flt_ppl", "lambda"]
+PIECES = ["longrecipe", "short", "flt_equal_tokens", "flt", "seed1", "stagewise", "lambda"]
 
 
 def _piece_argv(tmp_path: Path, piece: str) -> list[list[str]]:
@@ -162,6 +163,8 @@ def test_run_sh_pieces_compose(tmp_path, piece):
     overrides = [a.split(",")[0] if a.startswith("merge.lambda=") else a for a in argv if a != "-m"]
     assert overrides[0] == "experiment=smollm2_repro"
     cfg = compose("run", overrides)
+    if piece in ("lambda", "stagewise"):  # evaluation-only runs of LongRecipe's models keep its selection label
+        assert cfg.meta.selection == "anchors"
     if piece == "lambda":
         assert argv[0] == "-m" and cfg.merge["lambda"] == 0.3 and list(cfg.stages) == ["merge", "evaluate"]
     elif cfg.driver is None:

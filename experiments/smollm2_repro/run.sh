@@ -8,9 +8,8 @@
 #         flt_equal_tokens (FLT at the 30 % methods' tokens: the equal-compute run),
 #         flt (FLT at equal tokens, then FLT at equal steps), seed1 (a second seed of the 30 % methods),
 #         stagewise (Table 1 perplexity of LongRecipe before replay + merge, after longrecipe),
-#         flt_ppl (Table 1 perplexity only of FLT at equal tokens, after its extension),
 #         lambda (merge λ sweep, after longrecipe; LAMBDAS=0.3,0.5,0.7 by default),
-#         all (default: every piece but flt_ppl, cheapest first, FLT at equal steps last).
+#         all (default: every piece, FLT at equal steps last).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -39,22 +38,17 @@ run_piece() {
     # Table 1's perplexity of LongRecipe's extension model before replay + merge (the other methods' final models
     # are extension models: this is the like-for-like row), under runs/longrecipe/seed0-extend
     stagewise) piece stagewise driver=null 'stages=[evaluate]' 'evaluate.evals=[ppl]' '~evaluate.per_eval.ruler' \
-                 run_dir=outputs/smollm2_repro/runs/longrecipe/seed0-extend +meta.stage=extend \
+                 run_dir=outputs/smollm2_repro/runs/longrecipe/seed0-extend +meta.stage=extend +meta.selection=anchors \
                  +inputs.evaluate=outputs/smollm2_repro/runs/longrecipe/seed0/extend/model ;;
-    # FLT at equal tokens on Table 1's perplexity only (no NIAH, no general-ability check): the interim evaluation
-    # of the 2026-12-04 session, which had no time left for the full one (`flt` redoes it in runs/flt_equal_tokens)
-    flt_ppl) piece flt_ppl driver=null 'stages=[evaluate]' 'evaluate.evals=[ppl]' '~evaluate.per_eval.ruler' \
-               extend.groups.position=flt run_dir=outputs/smollm2_repro/runs/flt_equal_tokens/seed0-ppl \
-               '+meta.method="FLT (equal tokens)"' +meta.stage=extend \
-               +inputs.evaluate=outputs/smollm2_repro/runs/flt_equal_tokens/seed0/extend/model ;;
     # merge λ sweep (Hydra multirun) on LongRecipe's replayed model: long-context perplexity (Table 1's ppl
     # settings) and the general-ability probe per λ, under outputs/smollm2_repro/sweep/merge_lambda/lambda<λ>
     lambda) piece lambda -m driver=null sweep=merge_lambda sweep_root=outputs/smollm2_repro/sweep \
               'stages=[merge,evaluate]' +inputs.merge=outputs/smollm2_repro/runs/longrecipe/seed0/replay/model \
+              +meta.selection=anchors \
               'evaluate.evals=[ppl,general_probe]' '~evaluate.per_eval.ruler' "merge.lambda=${LAMBDAS:-0.3,0.5,0.7}" ;;
     all) for p in longrecipe short flt_equal_tokens stagewise lambda seed1 flt; do run_piece $p; done; piece report ;;
-    *) echo "unknown piece $1 (longrecipe | short | flt_equal_tokens | flt | flt_ppl | seed1 | stagewise | lambda |" \
-            "all)" >&2; exit 2 ;;
+    *) echo "unknown piece $1 (longrecipe | short | flt_equal_tokens | flt | seed1 | stagewise | lambda | all)" >&2
+       exit 2 ;;
   esac
 }
 for p in "${@:-all}"; do run_piece "$p"; done

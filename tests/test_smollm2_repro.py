@@ -142,7 +142,7 @@ PIECES = ["longrecipe", "short", "flt_equal_tokens", "flt", "seed1", "stagewise"
 def _piece_argv(tmp_path: Path, piece: str) -> list[list[str]]:
     """The longrecipe-run command lines ``run.sh <piece>`` launches, from a stub longrecipe-run on PATH."""
     bin_dir, log = tmp_path / "bin", tmp_path / f"{piece}.argv"
-    bin_dir.mkdir(exist_ok=True)
+    bin_dir.mkdir(parents=True, exist_ok=True)
     stub = bin_dir / "longrecipe-run"
     stub.write_text(f"#!/usr/bin/env bash\nprintf '%s\\x1f' \"$@\" >> {log}\necho >> {log}\n")
     stub.chmod(0o755)
@@ -171,3 +171,10 @@ def test_run_sh_pieces_compose(tmp_path, piece):
         assert list(cfg.stages) == ["evaluate"] and "ruler" not in cfg.evaluate.per_eval
     else:
         assert tiny_repro_plan(cfg)
+
+
+def test_run_sh_all_runs_every_piece_then_the_report(tmp_path):
+    calls = _piece_argv(tmp_path, "all")
+    singles = [_piece_argv(tmp_path / p, p)[0] for p in
+               ("longrecipe", "short", "flt_equal_tokens", "stagewise", "lambda", "seed1", "flt")]
+    assert calls == [*singles, ["experiment=smollm2_repro"]]

@@ -46,7 +46,8 @@ run_piece() {
               'stages=[merge,evaluate]' +inputs.merge=outputs/smollm2_repro/runs/longrecipe/seed0/replay/model \
               +meta.selection=anchors \
               'evaluate.evals=[ppl,general_probe]' '~evaluate.per_eval.ruler' "merge.lambda=${LAMBDAS:-0.3,0.5,0.7}" ;;
-    all) for p in longrecipe short flt_equal_tokens stagewise lambda seed1 flt; do run_piece $p; done; piece report ;;
+    all) local q; for q in longrecipe short flt_equal_tokens stagewise lambda seed1 flt; do run_piece "$q"; done
+         piece report ;;
     *) echo "unknown piece $1 (longrecipe | short | flt_equal_tokens | flt | seed1 | stagewise | lambda | all)" >&2
        exit 2 ;;
   esac

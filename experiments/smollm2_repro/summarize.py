@@ -280,29 +280,41 @@ def _label(run: dict) -> str:
 
 
 def ppl_figure(runs: list[dict], path: Path) -> bool:
+    """Perplexity by position at 16k: every model on a log scale (left), and the models other than the collapsing
+    base on a linear scale (right), where the methods' differences are visible; seed 1 dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    drawn = False
+    curves = []
     for run in sorted(runs, key=_key):
         pts = sorted((int(m.group(1)), int(m.group(2)), r["score"]) for r in run["records"]
                      if r["length"] == 16384 and (m := BUCKET.match(r["task"])))
         if pts:
-            label = _label(run)
-            ax.plot([(a + b) / 2 for a, b, _ in pts], [s for _, _, s in pts], marker="o", label=label)
-            drawn = True
-    if not drawn:
-        plt.close(fig)
+            curves.append((run, [(a + b) / 2 for a, b, _ in pts], [s for _, _, s in pts]))
+    if not curves:
         return False
-    ax.axvline(8192, color="grey", ls="--", lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("position in a 16,384-token window (bucket centre)")
-    ax.set_ylabel("perplexity")
-    ax.set_title("SmolLM2-135M-Instruct extended 8k -> 16k: perplexity by position")
-    ax.legend(fontsize=7)
+    fig, (ax_all, ax_zoom) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = {}
+    for run, xs, ys in curves:
+        method = f"{run['meta']['method']} {_stage_of(run)}"
+        colour = colours.setdefault(method, f"C{len(colours)}")
+        style = "--" if (run["meta"].get("seed") or 0) else "-"
+        is_base = run["meta"]["method"] == "base"
+        ax_all.plot(xs, ys, style, color=colour, marker="o", ms=4, label=_label(run) if is_base else None)
+        if not is_base:
+            ax_zoom.plot(xs, ys, style, color=colour, marker="o", ms=4, label=_label(run))
+    for ax in (ax_all, ax_zoom):
+        ax.axvline(8192, color="grey", ls="--", lw=1)
+        ax.set_xlabel("position in a 16,384-token window (bucket centre)")
+    ax_all.set_yscale("log")
+    ax_all.set_ylabel("perplexity")
+    ax_all.set_title("every model (log scale; the others: right)")
+    ax_all.legend(fontsize=7, loc="upper left")
+    ax_zoom.set_title("without the base (linear scale; dashed: seed 1)")
+    ax_zoom.legend(fontsize=7)
+    fig.suptitle("SmolLM2-135M-Instruct extended 8k -> 16k: perplexity by position")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

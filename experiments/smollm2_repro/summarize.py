@@ -177,12 +177,12 @@ def seed_table(rows1: list[dict], rows3: list[dict]) -> tuple[str, list[dict]]:
     heldout = {(r["method"], r["stage"], r["seed"]): r.get("heldout_ppl") for r in rows3}
     rows = []
     for (method, stage), runs in groups.items():
-        runs = [r for r in runs if r["ppl_16384"] is not None]
+        runs = sorted((r for r in runs if r["ppl_16384"] is not None), key=lambda r: r["seed"])
         if len(runs) < 2:
             continue
-        seeds = sorted(r["seed"] for r in runs)
+        seeds = [r["seed"] for r in runs]
         rows.append({"method": method, "stage": stage, "seeds": seeds,
-                     **{k: [r[k] for r in sorted(runs, key=lambda r: r["seed"])] for k in ("ppl_2048", "ppl_16384")},
+                     **{k: [r[k] for r in runs] for k in ("ppl_2048", "ppl_16384")},
                      "heldout_ppl": [heldout.get((method, stage, s)) for s in seeds]})
     if not rows:
         return "(no method has two finished seeds yet: `bash experiments/smollm2_repro/run.sh seed1`)\n", rows

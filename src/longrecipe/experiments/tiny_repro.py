@@ -240,14 +240,14 @@ def general_plan(cfg: DictConfig, spec: dict, plan: list[SubRun], place, pretrai
         method_run = sub.name.removesuffix("/merge")
         method, seed = method_run.split("/")
         label = sub.values["meta"].get("method") or METHOD_NAMES.get(method, method)
-        # the selection the model was trained on (LongRecipe's), which the evaluation-only sub-run cannot see
-        selection = {k: v for k, v in sub.values["meta"].items() if k == "selection"}
         for stage in (s for s in GENERAL_STAGES if s in sub.values["stages"]):
             model = str((Path(sub.run_dir) / stage / "model").resolve())
             out.append(place(f"general/{method_run}/{stage}", root / method / seed / stage, {
                 "stages": ["evaluate"], "base_model": pretrained, "inputs": {"evaluate": model}, "evaluate": evaluate,
                 "train_common": {"config": {"seed": int(seed.removeprefix("seed"))}},
-                "meta": {"method": label, "stage": stage, "seed": int(seed.removeprefix("seed")), **selection}}))
+                # the method run's own labels (e.g. LongRecipe's selection), which an evaluation-only run cannot see
+                "meta": {**sub.values["meta"], "method": label, "stage": stage,
+                         "seed": int(seed.removeprefix("seed"))}}))
     return out
 
 
